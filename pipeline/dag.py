@@ -1,0 +1,90 @@
+"""Build the Ray Data DAG: listing -> decode -> VAD -> ASR. The only module that knows Ray's
+scheduling knobs; each stage's resources come from `ray.resources.<stage>` in the config."""
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+
+from operators.asr import AsrStage
+from operators.base import Stage
+from operators.decode import DecodeStage
+from operators.vad import VadSegmentStage
+from schemas.config import PipelineConfig, StageResources
+from schemas.tables import AUDIO_FIELD
+
+# One thread per model worker: on a small machine the actors share the cores; on a cluster the
+# actor's CPU count is what the scheduler reserved.
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+_task_stages: dict[int, Stage] = {}
+
+
+def _run_task_stage(batch: pa.Table, stage_cls: type[Stage], kwargs: dict) -> pa.Table:
+    """Stateless stages run as tasks; keep one instance per worker process across batches."""
+    key = id(stage_cls)
+    if key not in _task_stages:
+        _task_stages[key] = stage_cls(**kwargs)
+    return _task_stages[key](batch)
+
+
+def stage_plan(cfg: PipelineConfig, storage) -> list[tuple[type[Stage], dict]]:
+    models = dict(cfg.models)
+    return [
+        (DecodeStage, {"storage": storage, "input_cfg": cfg.input, "decode_cfg": cfg.decode}),
+        (VadSegmentStage, {"cfg": cfg.segment, "models": models,
+                           "model_cache_dir": cfg.model_cache_dir, "storage": storage}),
+        (AsrStage, {"cfg": cfg.asr, "models": models, "model_cache_dir": cfg.model_cache_dir,
+                    "storage": storage}),
+    ]
+
+
+def apply_stage(ds, stage_cls: type[Stage], kwargs: dict, res: StageResources):
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
+    common = dict(batch_format="pyarrow", batch_size=res.batch_size, num_cpus=res.num_cpus,
+                  zero_copy_batch=True)
+    if res.num_gpus:
+        common["num_gpus"] = res.num_gpus
+    if stage_cls.uses_model:
+        return ds.map_batches(stage_cls, fn_constructor_kwargs=kwargs,
+                              compute=ActorPoolStrategy(size=res.concurrency), **common)
+    return ds.map_batches(_run_task_stage, fn_kwargs={"stage_cls": stage_cls, "kwargs": kwargs},
+                          compute=TaskPoolStrategy(size=res.concurrency), **common)
+
+
+def build_dataset(listing: pa.Table, cfg: PipelineConfig, storage):
+    """The streaming dataset of result rows (segments and rejects), without audio."""
+    import ray
+
+    # Several small blocks so the decode tasks run in parallel from the start.
+    per_block = max(1, listing.num_rows // 1000)
+    blocks = [listing.slice(i, per_block) for i in range(0, listing.num_rows, per_block)]
+    ds = ray.data.from_arrow(blocks)
+    for stage_cls, kwargs in stage_plan(cfg, storage):
+        ds = apply_stage(ds, stage_cls, kwargs, cfg.ray.resources[stage_cls.name])
+    return ds.drop_columns([AUDIO_FIELD.name])
+
+
+def init_ray(cfg: PipelineConfig) -> bool:
+    """Start (or join) Ray. Returns True if this call started it, so the caller shuts it down."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    kwargs = dict(
+        address=cfg.ray.address,
+        ignore_reinit_error=True,
+        log_to_driver=True,
+        runtime_env={"env_vars": WORKER_ENV},
+    )
+    if cfg.ray.address is None:
+        kwargs.update(num_cpus=cfg.ray.num_cpus, include_dashboard=False,
+                      object_store_memory=cfg.ray.object_store_mb * 1024 * 1024,
+                      _node_ip_address="127.0.0.1")
+    ray.init(**kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = cfg.ray.progress_bars
+    ctx.print_on_execution_start = False
+    return True

@@ -1,0 +1,130 @@
+"""Config dataclasses. YAML is parsed into these strictly (pipeline/config.py): an unknown or
+mistyped key is an error that names it. Defaults are the embedded local setup's."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """How to reach S3. Unset values come from the standard AWS environment variables
+    (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION), as on a cluster."""
+
+    endpoint_url: Optional[str] = None
+    region: Optional[str] = None
+    access_key_id: Optional[str] = None
+    secret_access_key: Optional[str] = None
+    max_attempts: int = 5          # per request, with botocore's adaptive backoff
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    uri: str                       # s3://bucket/prefix/ holding the raw recordings
+    extensions: list[str] = field(
+        default_factory=lambda: [".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"]
+    )
+    max_object_bytes: int = 2 * 1024**3   # larger objects are rejected without a download
+    limit: Optional[int] = None    # process only the first N objects (sorted by key)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    uri: str                       # s3://bucket/prefix/ under which runs/<run_id>/ is written
+    rows_per_file: int = 100_000
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_duration_s: float = 4 * 3600.0
+    silence_peak_dbfs: float = -90.0       # a recording whose peak is below this is digital silence
+    min_decoded_fraction: float = 0.9      # below this share of the declared duration: truncated
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    vad_model: str = "vad/silero-v6"
+    threshold: float = 0.5               # Silero speech probability that starts speech
+    min_silence_s: float = 0.3           # pause that ends a speech region
+    speech_pad_s: float = 0.2
+    merge_gap_s: float = 0.6             # neighbouring speech regions closer than this merge...
+    target_s: float = 12.0               # ...while the merged segment stays under this
+    min_speech_s: float = 1.0            # shorter speech segments get drop_reason too_short
+    max_speech_s: float = 28.0           # longer regions are split (Whisper hears 30 s at most)
+    min_sound_s: float = 1.0             # non-speech regions shorter than this are discarded
+    sound_floor_dbfs: float = -45.0      # non-speech regions quieter than this are near-silence
+    max_sound_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    model: str = "asr/whisper-base"
+    batch_size: int = 8                  # segments per model call
+    compute_type: str = "int8"
+    device: str = "cpu"
+    cpu_threads: int = 1
+    language: Optional[str] = None       # None: detect per segment
+
+
+@dataclass(frozen=True)
+class StageResources:
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    concurrency: int = 1                 # actor pool size (or parallel tasks for stateless stages)
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: Optional[str] = None        # None: start a local runtime; "auto": join a cluster
+    num_cpus: Optional[int] = 4          # logical CPUs of a local runtime (above the physical
+                                         # count, so actor pools cannot starve the read tasks)
+    object_store_mb: int = 1024
+    progress_bars: bool = False
+    resources: dict[str, StageResources] = field(default_factory=lambda: {
+        "decode": StageResources(num_cpus=0.5, concurrency=2, batch_size=1),
+        "vad": StageResources(num_cpus=0.5, concurrency=1, batch_size=1),
+        "asr": StageResources(num_cpus=1.0, concurrency=1, batch_size=8),
+    })
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    max_failed_fraction: float = 0.5     # more rejected inputs than this share: exit code 4
+    log_level: str = "INFO"
+    progress_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    sha256: str
+    # For `packaged` models: where the file lies inside installed packages, as
+    # "<import name>/<path>"; several parts are joined in order (weights split across packages).
+    parts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model is a name -> where its weights are + the sha256 of every file. Never a hub."""
+
+    source: str                          # packaged | path | s3
+    version: str
+    files: dict[str, ModelFile]
+    location: Optional[str] = None       # the directory (path) or s3://bucket/prefix/ (s3)
+    family: str = ""                     # e.g. whisper-ct2, silero-onnx; adapters dispatch on it
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    input: InputConfig
+    output: OutputConfig
+    models: dict[str, ModelEntry]
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    model_cache_dir: str = "~/.cache/audioverse/models"

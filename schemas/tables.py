@@ -1,0 +1,102 @@
+"""Arrow schemas of the tables the pipeline publishes, and of the rows that flow between stages.
+
+`annotations` has one row per segment (kept or dropped, with every score); `rejects` has one row
+per recording that yielded no segment. Every listed input object is in exactly one of the two.
+Bump SCHEMA_VERSION on any change a reader could notice; it is written into the Parquet metadata.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+PIPELINE_RATE_HZ = 16000  # every stage sees mono float32 audio at this rate
+
+# --- columns shared by every row that flows through the DAG: which object it came from --------
+SOURCE_FIELDS = [
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("recording_id", pa.string(), nullable=False),
+    pa.field("source_uri", pa.string(), nullable=False),
+    pa.field("source_etag", pa.string(), nullable=False),
+    pa.field("source_version_id", pa.string()),
+    pa.field("source_bytes", pa.int64(), nullable=False),
+]
+LISTING_SCHEMA = pa.schema(SOURCE_FIELDS)
+
+# --- what decoding learns about a recording ----------------------------------------------------
+RECORDING_FIELDS = [
+    pa.field("source_container", pa.string()),
+    pa.field("source_codec", pa.string()),
+    pa.field("source_sample_rate", pa.int32()),
+    pa.field("source_channels", pa.int32()),
+    pa.field("recording_duration_s", pa.float64()),
+]
+
+# --- a recording's fate when it yields no segment ---------------------------------------------
+REJECT_FIELDS = [
+    pa.field("reject_stage", pa.string()),
+    pa.field("reject_reason", pa.string()),
+    pa.field("reject_detail", pa.string()),
+]
+
+# --- one segment of a recording (VAD) ----------------------------------------------------------
+SEGMENT_FIELDS = [
+    pa.field("segment_id", pa.string()),
+    pa.field("segment_index", pa.int32()),
+    pa.field("content_type", pa.string()),  # speech | sound (the event tagger refines sound)
+    pa.field("start_s", pa.float64()),
+    pa.field("end_s", pa.float64()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("start_sample", pa.int64()),  # at PIPELINE_RATE_HZ, end exclusive
+    pa.field("end_sample", pa.int64()),
+    pa.field("speech_prob_mean", pa.float32()),
+    pa.field("rms_dbfs", pa.float32()),
+    pa.field("vad_model", pa.string()),
+]
+
+# --- transcription -----------------------------------------------------------------------------
+ASR_FIELDS = [
+    pa.field("language", pa.string()),
+    pa.field("language_prob", pa.float32()),
+    pa.field("transcript", pa.string()),
+    pa.field("asr_avg_logprob", pa.float32()),
+    pa.field("asr_no_speech_prob", pa.float32()),
+    pa.field("asr_model", pa.string()),
+]
+
+# --- why a segment is not eligible for training (it keeps its row all the same) ----------------
+DROP_FIELDS = [
+    pa.field("drop_stage", pa.string()),
+    pa.field("drop_reason", pa.string()),
+    pa.field("drop_detail", pa.string()),
+]
+
+# Segment audio travels between stages as little-endian float32 PCM at PIPELINE_RATE_HZ; it is
+# never published.
+AUDIO_FIELD = pa.field("audio", pa.binary())
+RECORDING_AUDIO_FIELD = pa.field("recording_audio", pa.large_binary())
+
+ANNOTATIONS_SCHEMA = pa.schema(
+    SOURCE_FIELDS + RECORDING_FIELDS + SEGMENT_FIELDS + ASR_FIELDS + DROP_FIELDS
+    + [pa.field("pipeline_version", pa.string(), nullable=False)]
+)
+
+REJECTS_SCHEMA = pa.schema(
+    SOURCE_FIELDS
+    + [
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+        pa.field("pipeline_version", pa.string(), nullable=False),
+    ]
+)
+
+
+def with_metadata(schema: pa.Schema, table_name: str) -> pa.Schema:
+    """The schema as published: schema_version and table name in the Parquet metadata."""
+    return schema.with_metadata(
+        {b"schema_version": SCHEMA_VERSION.encode(), b"table": table_name.encode()}
+    )
+
+
+def empty_column(field: pa.Field, length: int) -> pa.Array:
+    return pa.nulls(length, type=field.type)

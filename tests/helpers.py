@@ -1,0 +1,22 @@
+"""Helpers for stage tests: build listing rows from the real test bucket, run stages in order."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from operators.storage import ObjectStore
+from pipeline.listing import list_inputs
+from schemas.config import InputConfig, StorageConfig
+
+
+def listing_for(keys: list[str], bucket: str, run_id: str = "test") -> pa.Table:
+    """Listing rows (real ETags and sizes) for the given keys under s3://bucket/raw/."""
+    table = list_inputs(ObjectStore(StorageConfig()), InputConfig(uri=f"s3://{bucket}/raw/"),
+                        run_id)
+    wanted = {f"s3://{bucket}/raw/{k}" for k in keys}
+    rows = [r for r in table.to_pylist() if r["source_uri"] in wanted]
+    assert len(rows) == len(keys), f"not staged: {wanted - {r['source_uri'] for r in rows}}"
+    return pa.Table.from_pylist(rows, schema=table.schema)
+
+
+def by_name(table: pa.Table) -> dict[str, dict]:
+    return {r["source_uri"].rsplit("/", 1)[-1]: r for r in table.to_pylist()}

@@ -1,0 +1,76 @@
+"""User errors stop early (before Ray starts) with one line and a distinct exit code."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline.errors import EXIT_CONFIG, EXIT_MODEL, EXIT_STORAGE
+from tests.conftest import LOCAL_CONFIG, ROOT, TEST_BUCKET
+
+AUDIOVERSE = [sys.executable, "-m", "pipeline.cli"]
+
+
+def run_cli(*args, env=None, timeout=120):
+    started = time.monotonic()
+    proc = subprocess.run([*AUDIOVERSE, *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+    return proc, time.monotonic() - started
+
+
+def test_help_lists_commands_and_exit_codes():
+    proc, _ = run_cli("run", "--help")
+    assert proc.returncode == 0
+    assert "--set" in proc.stdout and "--json" in proc.stdout and "storage error" in proc.stdout
+
+
+def test_unknown_config_key_is_exit_2_with_one_line():
+    proc, _ = run_cli("run", str(LOCAL_CONFIG), "--set", "asr.beam_sise=5")
+    assert proc.returncode == EXIT_CONFIG
+    assert "asr.beam_sise" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "cannot reach S3 at http://127.0.0.1:9"),
+    ({"AWS_SECRET_ACCESS_KEY": "wrong-secret"}, "rejected the credentials"),
+    ({"AWS_ACCESS_KEY_ID": "NOSUCHKEY"}, "rejected the credentials"),
+])
+def test_storage_misconfiguration_fails_fast(s3_server, env, message):
+    proc, seconds = run_cli("run", str(LOCAL_CONFIG), "--set", f"input.uri=s3://{TEST_BUCKET}/raw/",
+                            "--set", f"output.uri=s3://{TEST_BUCKET}/", "--set",
+                            "storage.max_attempts=1", env=env)
+    assert proc.returncode == EXIT_STORAGE, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert "Started a local Ray" not in proc.stderr  # failed before any work
+    assert seconds < 60
+
+
+def test_missing_bucket_fails_fast(s3_server):
+    proc, _ = run_cli("run", str(LOCAL_CONFIG), "--set", "input.uri=s3://no-such-bucket/raw/",
+                      "--set", f"output.uri=s3://{TEST_BUCKET}/")
+    assert proc.returncode == EXIT_STORAGE
+    assert "bucket does not exist" in proc.stderr and "no-such-bucket" in proc.stderr
+
+
+def test_missing_model_is_exit_5_naming_the_entry(s3_server, tmp_path):
+    proc, _ = run_cli("run", str(LOCAL_CONFIG), "--set", f"input.uri=s3://{TEST_BUCKET}/raw/",
+                      "--set", f"output.uri=s3://{TEST_BUCKET}/",
+                      "--set", "models.asr/whisper-base.source=path",
+                      "--set", f"models.asr/whisper-base.location={tmp_path}/whisper-large")
+    assert proc.returncode == EXIT_MODEL, proc.stderr
+    assert "asr/whisper-base" in proc.stderr and f"{tmp_path}/whisper-large" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_too_many_rejected_inputs_is_exit_4_with_json_summary(s3_server, demo_corpus):
+    proc, _ = run_cli("run", str(LOCAL_CONFIG), "--json", "--run-id", "cli-bad-only",
+                      "--set", f"input.uri=s3://{TEST_BUCKET}/raw/bad/",
+                      "--set", f"output.uri=s3://{TEST_BUCKET}/",
+                      "--set", "ray.object_store_mb=300", timeout=300)
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)  # stdout is exactly one JSON object
+    assert summary["status"] == "too_many_failed_inputs"
+    assert summary["inputs"] == 7 and summary["recordings_rejected"] == 7
+    assert "rejected  empty_object" in proc.stderr  # the human summary goes to stderr

@@ -1,0 +1,66 @@
+"""Config is parsed strictly: unknown or mistyped keys are errors that name the key."""
+import pytest
+
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+from tests.conftest import LOCAL_CONFIG
+
+
+def test_local_config_parses_with_expected_defaults():
+    cfg = load_config(LOCAL_CONFIG)
+    assert cfg.input.uri == "s3://audioverse-demo/raw/"
+    assert cfg.asr.model in cfg.models and cfg.segment.vad_model in cfg.models
+    assert cfg.models["asr/whisper-base"].files["model.bin"].parts[1].endswith("part2")
+    assert cfg.ray.resources["asr"].batch_size == 8
+
+
+def test_set_overrides_are_typed_and_nested():
+    cfg = load_config(LOCAL_CONFIG, ["asr.batch_size=3", "segment.target_s=15",
+                                     "ray.resources.vad.concurrency=2", "input.limit=4"])
+    assert cfg.asr.batch_size == 3
+    assert cfg.segment.target_s == 15.0 and isinstance(cfg.segment.target_s, float)
+    assert cfg.ray.resources["vad"].concurrency == 2
+    assert cfg.input.limit == 4
+
+
+@pytest.mark.parametrize("override, named", [
+    ("asr.batch_sise=4", "asr.batch_sise"),                       # typo in a leaf
+    ("segmnet.threshold=0.4", "segmnet"),                         # typo in a section
+    ("ray.resources.asr.num_gpu=1", "ray.resources.asr.num_gpu"),  # inside a dict of sections
+    ("models.asr/whisper-base.sha=abc", "models.asr/whisper-base.sha"),
+])
+def test_unknown_key_is_an_error_naming_it(override, named):
+    with pytest.raises(ConfigError) as err:
+        load_config(LOCAL_CONFIG, [override])
+    assert named in str(err.value)
+
+
+def test_wrong_type_names_key_and_value():
+    with pytest.raises(ConfigError) as err:
+        load_config(LOCAL_CONFIG, ["asr.batch_size=many"])
+    assert "asr.batch_size" in str(err.value) and "many" in str(err.value)
+
+
+def test_missing_required_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("output: {uri: 's3://b/'}\nmodels: {}\n")
+    with pytest.raises(ConfigError, match="input"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("input.uri=/local/path", "input.uri"),
+    ("run.max_failed_fraction=1.5", "max_failed_fraction"),
+    ("segment.max_speech_s=45", "max_speech_s"),
+    ("asr.model=asr/unknown", "asr/unknown"),
+])
+def test_values_are_validated(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(LOCAL_CONFIG, [override])
+
+
+def test_bad_set_syntax_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config(LOCAL_CONFIG, ["asr.batch_size"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
