@@ -133,20 +133,14 @@ def _write_identities(path: Path, access_key: str, secret_key: str) -> None:
 
 def _ready(server: S3Server, bucket: str | None, timeout_s: float) -> None:
     """Poll until a put succeeds: the S3 port opens before the filer and volume are ready."""
-    import boto3
-    from botocore.config import Config
+    from model_serving.s3client import make_s3_client
+    from schemas.config import StorageConfig
 
-    client = boto3.client(
-        "s3",
-        endpoint_url=server.endpoint_url,
-        aws_access_key_id=server.access_key_id,
-        aws_secret_access_key=server.secret_access_key,
-        region_name=server.region,
-        config=Config(
-            connect_timeout=2, read_timeout=5, retries={"max_attempts": 1},
-            s3={"addressing_style": "path"},
-        ),
-    )
+    client = make_s3_client(StorageConfig(
+        endpoint_url=server.endpoint_url, region=server.region,
+        access_key_id=server.access_key_id, secret_access_key=server.secret_access_key,
+        max_attempts=1, connect_timeout_s=2, read_timeout_s=5,
+    ))
     probe_bucket = bucket or "audioverse-healthcheck"
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None

@@ -14,7 +14,7 @@ from model_serving.registry import ModelRegistry
 from operators.audio import from_bytes
 from operators.base import Stage, rows_to_table
 from schemas import reasons
-from schemas.config import AsrConfig, ModelEntry, StorageConfig
+from schemas.config import AsrConfig, ModelEntry, StageResources, StorageConfig
 from schemas.tables import ASR_FIELDS, DROP_FIELDS
 
 log = logging.getLogger("audioverse.stage.asr")
@@ -25,6 +25,8 @@ class AsrStage(Stage):
     uses_model = True
     requires = ("content_type", "audio", "drop_reason", "reject_reason")
     adds = pa.schema(ASR_FIELDS + DROP_FIELDS)
+    # The costly stage; on a cluster, override with num_gpus and a larger pool.
+    resources = StageResources(num_cpus=1.0, concurrency=1, batch_size=8)
 
     def __init__(self, cfg: AsrConfig, models: dict[str, ModelEntry], model_cache_dir: str,
                  storage: StorageConfig | None = None):

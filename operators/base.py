@@ -1,7 +1,8 @@
 """The stage abstraction (DESIGN.md section 4).
 
 A stage declares, as class data, the columns it requires, the columns it adds (an Arrow schema),
-the columns it consumes (drops), and the name of its resources entry in the config. Its model is
+the columns it consumes (drops), and its resources (CPUs, GPUs, pool size, batch size), which
+`ray.resources.<name>` in the config may override. Its model is
 loaded lazily on the first batch, inside the worker. A stage never lets one bad row kill a batch:
 it writes a reject or drop reason and moves on; exceptions are for programming errors.
 
@@ -14,6 +15,8 @@ from typing import ClassVar
 
 import pyarrow as pa
 
+from schemas.config import StageResources
+
 log = logging.getLogger("audioverse.stage")
 
 
@@ -25,6 +28,7 @@ class Stage:
     adds: ClassVar[pa.Schema] = pa.schema([])
     consumes: ClassVar[tuple[str, ...]] = ()  # input columns the stage does not pass on
     uses_model: ClassVar[bool] = False          # actors (model loaded once) vs. plain tasks
+    resources: ClassVar[StageResources] = StageResources()  # default; config may override
 
     def __init__(self) -> None:
         self._ready = False

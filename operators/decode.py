@@ -8,6 +8,7 @@ digitally silent, or unreadable from storage.
 from __future__ import annotations
 
 import io
+import logging
 import posixpath
 from dataclasses import dataclass
 
@@ -18,9 +19,11 @@ from operators.audio import peak_dbfs, to_bytes
 from operators.base import Stage, rows_to_table
 from operators.storage import ObjectStore, StorageError
 from schemas import reasons
-from schemas.config import DecodeConfig, InputConfig, StorageConfig
+from schemas.config import DecodeConfig, InputConfig, StageResources, StorageConfig
 from schemas.tables import (LISTING_SCHEMA, PIPELINE_RATE_HZ, RECORDING_AUDIO_FIELD,
                             RECORDING_FIELDS, REJECT_FIELDS)
+
+log = logging.getLogger("audioverse.stage.decode")
 
 
 class Rejected(Exception):
@@ -112,6 +115,8 @@ class DecodeStage(Stage):
     name = "decode"
     requires = tuple(LISTING_SCHEMA.names)
     adds = pa.schema(RECORDING_FIELDS + REJECT_FIELDS + [RECORDING_AUDIO_FIELD])
+    # I/O and decoding, no model: parallel tasks, one recording per batch to bound memory.
+    resources = StageResources(num_cpus=0.5, concurrency=2, batch_size=1)
 
     def __init__(self, storage: StorageConfig, input_cfg: InputConfig, decode_cfg: DecodeConfig):
         super().__init__()
@@ -132,6 +137,10 @@ class DecodeStage(Stage):
         except Rejected as rej:
             return {"reject_stage": self.name, "reject_reason": rej.reason,
                     "reject_detail": rej.detail}
+        except Exception as exc:  # noqa: BLE001 - decoders raise odd errors on odd bytes
+            log.warning("unexpected decoder failure on %s: %r", row["source_uri"], exc)
+            return {"reject_stage": self.name, "reject_reason": reasons.UNDECODABLE,
+                    "reject_detail": f"decoder failed: {type(exc).__name__}: {exc}"}
 
     def _decode(self, row: dict) -> dict:
         ext = posixpath.splitext(row["source_uri"])[1].lower()

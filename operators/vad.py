@@ -15,7 +15,7 @@ from operators.audio import from_bytes, rms_dbfs, to_bytes
 from operators.base import Stage, rows_to_table
 from operators.segmenting import FRAME, RATE, plan_segments
 from schemas import reasons
-from schemas.config import ModelEntry, SegmentConfig, StorageConfig
+from schemas.config import ModelEntry, SegmentConfig, StageResources, StorageConfig
 from schemas.tables import AUDIO_FIELD, DROP_FIELDS, RECORDING_AUDIO_FIELD, SEGMENT_FIELDS
 
 
@@ -29,6 +29,8 @@ class VadSegmentStage(Stage):
     requires = ("recording_id", "reject_reason", "recording_audio")
     adds = pa.schema(SEGMENT_FIELDS + DROP_FIELDS + [AUDIO_FIELD])
     consumes = (RECORDING_AUDIO_FIELD.name,)
+    # Silero runs at hundreds of times real time on one thread: one small actor suffices.
+    resources = StageResources(num_cpus=0.5, concurrency=1, batch_size=1)
 
     def __init__(self, cfg: SegmentConfig, models: dict[str, ModelEntry], model_cache_dir: str,
                  storage: StorageConfig | None = None):

@@ -119,9 +119,10 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
     for name in (cfg.segment.vad_model, cfg.asr.model):
         if name not in cfg.models:
             raise ConfigError(f"{source}: model '{name}' is used but not declared under models:")
-    for stage in ("decode", "vad", "asr"):
-        if stage not in cfg.ray.resources:
-            raise ConfigError(f"{source}: ray.resources.{stage} is missing")
+    from pipeline.dag import STAGES
+
+    names = [s.name for s in STAGES]
     for k in cfg.ray.resources:
-        if k not in ("decode", "vad", "asr"):
-            raise ConfigError(f"{source}: unknown key 'ray.resources.{k}' (stages: decode, vad, asr)")
+        if k not in names:
+            raise ConfigError(f"{source}: unknown key 'ray.resources.{k}' (stages: "
+                              f"{', '.join(names)})")

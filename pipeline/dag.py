@@ -17,6 +17,8 @@ from schemas.tables import AUDIO_FIELD
 # actor's CPU count is what the scheduler reserved.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
+STAGES: tuple[type[Stage], ...] = (DecodeStage, VadSegmentStage, AsrStage)
+
 _task_stages: dict[int, Stage] = {}
 
 
@@ -37,6 +39,12 @@ def stage_plan(cfg: PipelineConfig, storage) -> list[tuple[type[Stage], dict]]:
         (AsrStage, {"cfg": cfg.asr, "models": models, "model_cache_dir": cfg.model_cache_dir,
                     "storage": storage}),
     ]
+
+
+def stage_resources(cfg: PipelineConfig, stage_cls: type[Stage]) -> StageResources:
+    """What the stage declares, with `ray.resources.<stage>` from the config applied on top."""
+    override = cfg.ray.resources.get(stage_cls.name)
+    return override.apply(stage_cls.resources) if override else stage_cls.resources
 
 
 def apply_stage(ds, stage_cls: type[Stage], kwargs: dict, res: StageResources):
@@ -62,7 +70,7 @@ def build_dataset(listing: pa.Table, cfg: PipelineConfig, storage):
     blocks = [listing.slice(i, per_block) for i in range(0, listing.num_rows, per_block)]
     ds = ray.data.from_arrow(blocks)
     for stage_cls, kwargs in stage_plan(cfg, storage):
-        ds = apply_stage(ds, stage_cls, kwargs, cfg.ray.resources[stage_cls.name])
+        ds = apply_stage(ds, stage_cls, kwargs, stage_resources(cfg, stage_cls))
     return ds.drop_columns([AUDIO_FIELD.name])
 
 

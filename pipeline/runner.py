@@ -136,9 +136,9 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None,
     else:
         results = None
     if results is None:
-        from pipeline.dag import stage_plan  # the full result schema, for an empty run
+        from pipeline.dag import STAGES  # the full result schema, for an empty run
         schema = listing.schema
-        for stage_cls, _ in stage_plan(cfg, storage):
+        for stage_cls in STAGES:
             schema = stage_cls.output_schema(schema)
         results = schema.empty_table().drop_columns(["audio"])
     annotations, rejects = split_results(results)

@@ -77,17 +77,28 @@ class StageResources:
 
 
 @dataclass(frozen=True)
+class StageResourcesOverride:
+    """`ray.resources.<stage>` in the config: only the fields given replace the stage's own."""
+
+    num_cpus: Optional[float] = None
+    num_gpus: Optional[float] = None
+    concurrency: Optional[int] = None
+    batch_size: Optional[int] = None
+
+    def apply(self, base: StageResources) -> StageResources:
+        given = {k: v for k, v in self.__dict__.items() if v is not None}
+        return StageResources(**{**base.__dict__, **given})
+
+
+@dataclass(frozen=True)
 class RayConfig:
     address: Optional[str] = None        # None: start a local runtime; "auto": join a cluster
     num_cpus: Optional[int] = 4          # logical CPUs of a local runtime (above the physical
                                          # count, so actor pools cannot starve the read tasks)
     object_store_mb: int = 1024
     progress_bars: bool = False
-    resources: dict[str, StageResources] = field(default_factory=lambda: {
-        "decode": StageResources(num_cpus=0.5, concurrency=2, batch_size=1),
-        "vad": StageResources(num_cpus=0.5, concurrency=1, batch_size=1),
-        "asr": StageResources(num_cpus=1.0, concurrency=1, batch_size=8),
-    })
+    # Per-stage overrides of the resources each stage class declares (operators/*.py).
+    resources: dict[str, StageResourcesOverride] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from operators.decode import DecodeStage
 from operators.storage import ObjectStore
 from pipeline.listing import list_inputs
-from schemas.config import InputConfig, StorageConfig
+from schemas.config import DecodeConfig, InputConfig, StorageConfig
 
 
 def listing_for(keys: list[str], bucket: str, run_id: str = "test") -> pa.Table:
@@ -20,3 +21,9 @@ def listing_for(keys: list[str], bucket: str, run_id: str = "test") -> pa.Table:
 
 def by_name(table: pa.Table) -> dict[str, dict]:
     return {r["source_uri"].rsplit("/", 1)[-1]: r for r in table.to_pylist()}
+
+
+def decoded_for(keys: list[str], bucket: str) -> pa.Table:
+    """The decode stage's output for the given keys, as the VAD stage receives it."""
+    stage = DecodeStage(StorageConfig(), InputConfig(uri=f"s3://{bucket}/raw/"), DecodeConfig())
+    return stage(listing_for(keys, bucket))

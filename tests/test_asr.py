@@ -5,13 +5,11 @@ import pytest
 
 from infra.demo_corpus import librivox_references
 from operators.asr import AsrStage
-from operators.decode import DecodeStage
 from operators.vad import VadSegmentStage
 from pipeline.config import load_config
 from schemas import reasons
-from schemas.config import DecodeConfig, InputConfig, StorageConfig
 from tests.conftest import LOCAL_CONFIG, TEST_BUCKET, corpus_wer
-from tests.helpers import listing_for
+from tests.helpers import decoded_for
 
 LIBRIVOX = [
     "librivox/sense_and_sensibility_01_austen_64kb-0870.wav",
@@ -25,9 +23,7 @@ LIBRIVOX = [
 @pytest.fixture(scope="module")
 def segments(demo_corpus):
     cfg = load_config(LOCAL_CONFIG)
-    decoded = DecodeStage(StorageConfig(), InputConfig(uri=f"s3://{TEST_BUCKET}/raw/"),
-                          DecodeConfig())(
-        listing_for(LIBRIVOX + ["tuxpaint/sound_effects/violin.ogg"], TEST_BUCKET))
+    decoded = decoded_for(LIBRIVOX + ["tuxpaint/sound_effects/violin.ogg"], TEST_BUCKET)
     return cfg, VadSegmentStage(cfg.segment, cfg.models, cfg.model_cache_dir)(decoded)
 
 

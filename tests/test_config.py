@@ -11,7 +11,7 @@ def test_local_config_parses_with_expected_defaults():
     assert cfg.input.uri == "s3://audioverse-demo/raw/"
     assert cfg.asr.model in cfg.models and cfg.segment.vad_model in cfg.models
     assert cfg.models["asr/whisper-base"].files["model.bin"].parts[1].endswith("part2")
-    assert cfg.ray.resources["asr"].batch_size == 8
+    assert cfg.ray.resources["asr"].batch_size == 8 and "vad" not in cfg.ray.resources
 
 
 def test_set_overrides_are_typed_and_nested():
@@ -19,7 +19,9 @@ def test_set_overrides_are_typed_and_nested():
                                      "ray.resources.vad.concurrency=2", "input.limit=4"])
     assert cfg.asr.batch_size == 3
     assert cfg.segment.target_s == 15.0 and isinstance(cfg.segment.target_s, float)
-    assert cfg.ray.resources["vad"].concurrency == 2
+    from operators.vad import VadSegmentStage
+    vad = cfg.ray.resources["vad"].apply(VadSegmentStage.resources)
+    assert vad.concurrency == 2 and vad.num_cpus == VadSegmentStage.resources.num_cpus
     assert cfg.input.limit == 4
 
 
@@ -28,6 +30,7 @@ def test_set_overrides_are_typed_and_nested():
     ("segmnet.threshold=0.4", "segmnet"),                         # typo in a section
     ("ray.resources.asr.num_gpu=1", "ray.resources.asr.num_gpu"),  # inside a dict of sections
     ("models.asr/whisper-base.sha=abc", "models.asr/whisper-base.sha"),
+    ("ray.resources.tokenize.num_cpus=1", "ray.resources.tokenize"),  # no such stage
 ])
 def test_unknown_key_is_an_error_naming_it(override, named):
     with pytest.raises(ConfigError) as err:

@@ -4,13 +4,11 @@ import numpy as np
 import pytest
 
 from operators.audio import from_bytes
-from operators.decode import DecodeStage
 from operators.vad import VadSegmentStage
 from pipeline.config import load_config
 from schemas import reasons
-from schemas.config import DecodeConfig, InputConfig, StorageConfig
 from tests.conftest import LOCAL_CONFIG, TEST_BUCKET
-from tests.helpers import listing_for
+from tests.helpers import decoded_for
 
 KEYS = [
     "librivox/sense_and_sensibility_01_austen_64kb-0870.wav",
@@ -24,8 +22,7 @@ KEYS = [
 @pytest.fixture(scope="module")
 def vad_output(demo_corpus):
     cfg = load_config(LOCAL_CONFIG)
-    decoded = DecodeStage(StorageConfig(), InputConfig(uri=f"s3://{TEST_BUCKET}/raw/"),
-                          DecodeConfig())(listing_for(KEYS, TEST_BUCKET))
+    decoded = decoded_for(KEYS, TEST_BUCKET)
     stage = VadSegmentStage(cfg.segment, cfg.models, cfg.model_cache_dir)
     return decoded, stage(decoded), stage
 
