@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.config import load_config
     from pipeline.dag import stage_resources
     from pipeline.listing import list_inputs
-    from pipeline.logs import setup_logging
+    from operators.logs import setup_logging
     from pipeline.runner import new_run_id, run_pipeline
     from schemas.config import StorageConfig
 

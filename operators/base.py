@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import pyarrow as pa
 
+from operators.logs import ensure_worker_logging
 from schemas.config import StageResources
 
 log = logging.getLogger("audioverse.stage")
@@ -44,6 +45,8 @@ class Stage:
         if missing:
             raise KeyError(f"stage '{self.name}' needs columns {missing}; got {batch.column_names}")
         if not self._ready:
+            run_ids = batch.column("run_id") if "run_id" in batch.column_names else None
+            ensure_worker_logging(run_ids[0].as_py() if run_ids is not None and len(run_ids) else None)
             self.setup()
             self._ready = True
         out = self.process(batch)

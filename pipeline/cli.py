@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from pipeline.logs import setup_logging
+    from operators.logs import setup_logging
 
     setup_logging("INFO")
     log = logging.getLogger("audioverse")
@@ -101,7 +101,7 @@ def _models(cfg, quiet: bool) -> int:
 
 def _run_pipeline(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.logs import setup_logging
+    from operators.logs import setup_logging
     from pipeline.runner import run_pipeline
     from pipeline.summary import format_summary
 

@@ -18,7 +18,7 @@ from operators.storage import ObjectStore
 from pipeline.dag import build_dataset, init_ray
 from pipeline.errors import EXIT_OK, EXIT_TOO_MANY_FAILED
 from pipeline.listing import list_inputs
-from pipeline.logs import set_run_id, stage_logger
+from operators.logs import set_run_id, stage_logger
 from pipeline.publish import (read_summary, run_prefix, split_results, write_summary,
                               write_table)
 from pipeline.summary import build_summary

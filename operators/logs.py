@@ -29,6 +29,14 @@ class _Formatter(logging.Formatter):
         return line
 
 
+def ensure_worker_logging(run_id: str | None) -> None:
+    """In a Ray worker: the same line format, tagged with the run id of the batch at hand."""
+    if run_id:
+        set_run_id(run_id)
+    if not logging.getLogger("audioverse").handlers:
+        setup_logging("INFO")
+
+
 def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
