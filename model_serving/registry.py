@@ -123,11 +123,10 @@ class ModelRegistry:
                 paths.append(where)
             part_paths[filename] = paths
 
-        single = {f: p[0] for f, p in part_paths.items() if len(p) == 1}
-        if len(single) == len(part_paths) and len({p.parent for p in single.values()}) == 1:
-            directory = next(iter(single.values())).parent  # use in place, nothing to join
-            self._verify(name, entry, directory, where=f"package data {directory}")
-            return directory
+        in_place = self._common_root(part_paths)
+        if in_place is not None:  # every file lies in one package directory: nothing to join
+            self._verify(name, entry, in_place, where=f"package data {in_place}")
+            return in_place
 
         directory = self._cache_for(name, entry)
         if self._is_complete(entry, directory):
@@ -185,6 +184,21 @@ class ModelRegistry:
             os.replace(tmp, directory / filename)
         self._verify(name, entry, directory, where=f"cache {directory} (from {entry.location})")
         return directory
+
+    @staticmethod
+    def _common_root(part_paths: dict[str, list[Path]]) -> Path | None:
+        """The directory D with D/<file name> == its only part, for every file; else None.
+        File names may hold sub-directories (e.g. "en-us/mdef")."""
+        roots = set()
+        for filename, paths in part_paths.items():
+            if len(paths) != 1:
+                return None
+            depth = len(Path(filename).parts)
+            path = paths[0]
+            if path.parts[-depth:] != Path(filename).parts:
+                return None
+            roots.add(Path(*path.parts[:-depth]))
+        return roots.pop() if len(roots) == 1 else None
 
     # --- checks --------------------------------------------------------------------------------
     @staticmethod

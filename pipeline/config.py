@@ -116,9 +116,20 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
         raise ConfigError(f"{source}: segment.max_speech_s must be at most 30 (Whisper's window)")
     if cfg.segment.min_speech_s >= cfg.segment.max_speech_s:
         raise ConfigError(f"{source}: segment.min_speech_s must be below segment.max_speech_s")
-    for name in (cfg.segment.vad_model, cfg.asr.model):
+    for name in [cfg.segment.vad_model] + [s.model for s in cfg.asr.systems]:
         if name not in cfg.models:
             raise ConfigError(f"{source}: model '{name}' is used but not declared under models:")
+    names = [s.name for s in cfg.asr.systems]
+    if not names:
+        raise ConfigError(f"{source}: asr.systems is empty; configure at least one system")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: asr.systems has duplicate names: {names}")
+    if cfg.agreement.unverified_policy not in ("drop", "penalize"):
+        raise ConfigError(f"{source}: agreement.unverified_policy must be drop or penalize, "
+                          f"got {cfg.agreement.unverified_policy!r}")
+    if not 0.0 <= cfg.agreement.threshold <= 1.0 or cfg.agreement.min_voters < 1:
+        raise ConfigError(f"{source}: agreement.threshold must be within [0, 1] and "
+                          f"agreement.min_voters at least 1")
     from pipeline.dag import STAGES
 
     names = [s.name for s in STAGES]

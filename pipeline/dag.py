@@ -1,4 +1,5 @@
-"""Build the Ray Data DAG: listing -> decode -> VAD -> ASR. The only module that knows Ray's
+"""Build the Ray Data DAG: listing -> decode -> VAD -> ASR (several systems) -> agreement ->
+hallucination rules. The only module that knows Ray's
 scheduling knobs; each stage's resources come from `ray.resources.<stage>` in the config."""
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import os
 
 import pyarrow as pa
 
+from operators.agreement import AgreementStage
 from operators.asr import AsrStage
 from operators.base import Stage
 from operators.decode import DecodeStage
+from operators.hallucination import HallucinationStage
 from operators.vad import VadSegmentStage
 from schemas.config import PipelineConfig, StageResources
 from schemas.tables import AUDIO_FIELD
@@ -17,7 +20,8 @@ from schemas.tables import AUDIO_FIELD
 # actor's CPU count is what the scheduler reserved.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
-STAGES: tuple[type[Stage], ...] = (DecodeStage, VadSegmentStage, AsrStage)
+STAGES: tuple[type[Stage], ...] = (DecodeStage, VadSegmentStage, AsrStage, AgreementStage,
+                                   HallucinationStage)
 
 _task_stages: dict[int, Stage] = {}
 
@@ -38,6 +42,8 @@ def stage_plan(cfg: PipelineConfig, storage) -> list[tuple[type[Stage], dict]]:
                            "model_cache_dir": cfg.model_cache_dir, "storage": storage}),
         (AsrStage, {"cfg": cfg.asr, "models": models, "model_cache_dir": cfg.model_cache_dir,
                     "storage": storage}),
+        (AgreementStage, {"cfg": cfg.agreement}),
+        (HallucinationStage, {"cfg": cfg.hallucination}),
     ]
 
 

@@ -51,7 +51,8 @@ def preflight(cfg: PipelineConfig, store: ObjectStore) -> dict:
     store.check_bucket(cfg.output.uri)
     registry = ModelRegistry(cfg.models, cfg.model_cache_dir, store.cfg)
     models = {}
-    for role, name in (("vad", cfg.segment.vad_model), ("asr", cfg.asr.model)):
+    roles = [("vad", cfg.segment.vad_model)] + [(f"asr:{s.name}", s.model) for s in cfg.asr.systems]
+    for role, name in roles:
         resolved = registry.resolve(name)  # joins packaged weights into the cache once, here
         models[role] = resolved.label
         stage_logger("preflight").info("model %s ok (%s)", resolved.label, resolved.directory)

@@ -59,13 +59,55 @@ class SegmentConfig:
 
 
 @dataclass(frozen=True)
-class AsrConfig:
-    model: str = "asr/whisper-base"
-    batch_size: int = 8                  # segments per model call
+class AsrSystemConfig:
+    name: str                            # how the system is named in the tables
+    model: str                           # registry entry; its `family` picks the adapter
     compute_type: str = "int8"
     device: str = "cpu"
     cpu_threads: int = 1
+    timeout_s: float = 300.0             # one model call; past this its segments are marked
+
+
+def _default_asr_systems() -> list[AsrSystemConfig]:
+    return [
+        AsrSystemConfig(name="whisper-base", model="asr/whisper-base", cpu_threads=2),
+        AsrSystemConfig(name="whisper-tiny-en", model="asr/whisper-tiny-en", cpu_threads=2),
+        AsrSystemConfig(name="pocketsphinx-en", model="asr/pocketsphinx-en-us"),
+    ]
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    """Several independent recognisers. The first system that detects language sets each
+    segment's language; a system that does not support it is not run on that segment. The
+    order is also the tie-break order when choosing the selected transcript."""
+
+    systems: list[AsrSystemConfig] = field(default_factory=_default_asr_systems)
+    batch_size: int = 8                  # segments per model call
     language: Optional[str] = None       # None: detect per segment
+
+
+@dataclass(frozen=True)
+class AgreementConfig:
+    min_voters: int = 2                  # systems that must transcribe a segment to score it
+    unverified_policy: str = "drop"      # drop: drop_reason unverified; penalize: keep it with
+    unverified_score: float = 0.5        # ...this agreement score instead
+    threshold: float = 0.6               # agreement below this: drop_reason asr_disagreement
+    # Compared by characters (CER), not words: languages written without spaces.
+    no_space_languages: list[str] = field(
+        default_factory=lambda: ["zh", "ja", "th", "lo", "km", "my", "yue", "bo"])
+
+
+@dataclass(frozen=True)
+class HallucinationConfig:
+    max_ngram_repeats: int = 4           # the same 1-3 word n-gram this many times in a row
+    max_chars_per_s: float = 25.0        # more text per second than anyone speaks
+    min_chars_per_s: float = 1.5         # ...or far too little, on segments of at least
+    min_duration_for_rate_s: float = 3.0 # this length
+    max_word_chars: int = 30             # a "word" longer than this is garbage
+    max_words_per_s: float = 6.5
+    min_words_per_s: float = 0.25
+    clear_speech_prob: float = 0.7       # empty text on speech this clear is a failure
 
 
 @dataclass(frozen=True)
@@ -136,6 +178,8 @@ class PipelineConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
+    agreement: AgreementConfig = field(default_factory=AgreementConfig)
+    hallucination: HallucinationConfig = field(default_factory=HallucinationConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     run: RunConfig = field(default_factory=RunConfig)
     model_cache_dir: str = "~/.cache/audioverse/models"

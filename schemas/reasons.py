@@ -17,11 +17,21 @@ NO_AUDIBLE_CONTENT = "no_audible_content"  # neither speech nor sound above the 
 
 # Segment-level (annotations.drop_reason).
 TOO_SHORT = "too_short"
-ASR_ERROR = "asr_error"
-EMPTY_TRANSCRIPT = "empty_transcript"
+ASR_ERROR = "asr_error"                  # a system crashed or timed out on it (detail names it)
+UNVERIFIED = "unverified"                # fewer systems than agreement.min_voters could vote
+ASR_DISAGREEMENT = "asr_disagreement"    # the systems disagree beyond agreement.threshold
+EMPTY_TRANSCRIPT = "empty_transcript"    # no words, on speech the VAD is sure of
+HALLUCINATION_REPETITION = "hallucination_repetition"
+HALLUCINATION_CHAR_RATE = "hallucination_char_rate"
+HALLUCINATION_LONG_WORD = "hallucination_long_word"
+HALLUCINATION_LENGTH = "hallucination_length"
 
 REJECT_REASONS = frozenset({
     UNSUPPORTED_EXTENSION, EMPTY_OBJECT, OBJECT_TOO_LARGE, READ_ERROR, UNDECODABLE,
     NO_AUDIO_STREAM, TRUNCATED, TOO_LONG, DIGITAL_SILENCE, NO_AUDIBLE_CONTENT,
 })
-DROP_REASONS = frozenset({TOO_SHORT, ASR_ERROR, EMPTY_TRANSCRIPT})
+DROP_REASONS = frozenset({
+    TOO_SHORT, ASR_ERROR, UNVERIFIED, ASR_DISAGREEMENT, EMPTY_TRANSCRIPT,
+    HALLUCINATION_REPETITION, HALLUCINATION_CHAR_RATE, HALLUCINATION_LONG_WORD,
+    HALLUCINATION_LENGTH,
+})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: several ASR systems, agreement, hallucination flags
 PIPELINE_RATE_HZ = 16000  # every stage sees mono float32 audio at this rate
 
 # --- columns shared by every row that flows through the DAG: which object it came from --------
@@ -53,14 +53,39 @@ SEGMENT_FIELDS = [
     pa.field("vad_model", pa.string()),
 ]
 
-# --- transcription -----------------------------------------------------------------------------
+# --- transcription by several systems ---------------------------------------------------------
+HYPOTHESIS_TYPE = pa.struct([
+    pa.field("system", pa.string()),
+    pa.field("model", pa.string()),       # registry name@version
+    pa.field("text", pa.string()),
+    pa.field("confidence", pa.float32()),
+])
 ASR_FIELDS = [
     pa.field("language", pa.string()),
     pa.field("language_prob", pa.float32()),
-    pa.field("transcript", pa.string()),
-    pa.field("asr_avg_logprob", pa.float32()),
+    pa.field("language_system", pa.string()),
     pa.field("asr_no_speech_prob", pa.float32()),
-    pa.field("asr_model", pa.string()),
+    pa.field("asr_hypotheses", pa.list_(HYPOTHESIS_TYPE)),  # every system that ran
+    pa.field("asr_voters", pa.list_(pa.string())),          # systems whose text counts
+    pa.field("asr_voter_count", pa.int32()),
+]
+
+# --- agreement between the systems, and the selected transcript -------------------------------
+AGREEMENT_FIELDS = [
+    pa.field("transcript", pa.string()),             # the selected hypothesis, as written
+    pa.field("transcript_normalized", pa.string()),  # the form the systems were compared in
+    pa.field("transcript_system", pa.string()),
+    pa.field("asr_confidence", pa.float32()),        # the selected system's own confidence
+    pa.field("asr_agreement", pa.float32()),         # [0, 1]; 1 = every system said the same
+    pa.field("asr_pairwise_wer", pa.float32()),      # mean over pairs of voters
+    pa.field("asr_pairwise_cer", pa.float32()),
+    pa.field("agreement_unit", pa.string()),         # words | chars (no-space languages)
+    pa.field("speaking_rate", pa.float32()),         # agreement_unit per second
+]
+
+# --- hallucination rules on the selected transcript --------------------------------------------
+HALLUCINATION_FIELDS = [
+    pa.field("transcript_flags", pa.list_(pa.string())),  # every rule that fired
 ]
 
 # --- why a segment is not eligible for training (it keeps its row all the same) ----------------
@@ -76,7 +101,8 @@ AUDIO_FIELD = pa.field("audio", pa.binary())
 RECORDING_AUDIO_FIELD = pa.field("recording_audio", pa.large_binary())
 
 ANNOTATIONS_SCHEMA = pa.schema(
-    SOURCE_FIELDS + RECORDING_FIELDS + SEGMENT_FIELDS + ASR_FIELDS + DROP_FIELDS
+    SOURCE_FIELDS + RECORDING_FIELDS + SEGMENT_FIELDS + ASR_FIELDS + AGREEMENT_FIELDS
+    + HALLUCINATION_FIELDS + DROP_FIELDS
     + [pa.field("pipeline_version", pa.string(), nullable=False)]
 )
 

@@ -54,13 +54,15 @@ def test_missing_bucket_fails_fast(s3_server):
     assert "bucket does not exist" in proc.stderr and "no-such-bucket" in proc.stderr
 
 
-def test_missing_model_is_exit_5_naming_the_entry(s3_server, tmp_path):
-    proc, _ = run_cli("run", str(LOCAL_CONFIG), "--set", f"input.uri=s3://{TEST_BUCKET}/raw/",
-                      "--set", f"output.uri=s3://{TEST_BUCKET}/",
-                      "--set", "models.asr/whisper-base.source=path",
-                      "--set", f"models.asr/whisper-base.location={tmp_path}/whisper-large")
+@pytest.mark.parametrize("entry", ["asr/whisper-base", "asr/pocketsphinx-en-us"])
+def test_missing_model_of_any_system_is_exit_5_naming_the_entry(s3_server, tmp_path, entry):
+    proc, seconds = run_cli("run", str(LOCAL_CONFIG), "--set", f"input.uri=s3://{TEST_BUCKET}/raw/",
+                            "--set", f"output.uri=s3://{TEST_BUCKET}/",
+                            "--set", f"models.{entry}.source=path",
+                            "--set", f"models.{entry}.location={tmp_path}/weights")
     assert proc.returncode == EXIT_MODEL, proc.stderr
-    assert "asr/whisper-base" in proc.stderr and f"{tmp_path}/whisper-large" in proc.stderr
+    assert entry in proc.stderr and f"{tmp_path}/weights" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Started a local Ray" not in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

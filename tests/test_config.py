@@ -9,7 +9,10 @@ from tests.conftest import LOCAL_CONFIG
 def test_local_config_parses_with_expected_defaults():
     cfg = load_config(LOCAL_CONFIG)
     assert cfg.input.uri == "s3://audioverse-demo/raw/"
-    assert cfg.asr.model in cfg.models and cfg.segment.vad_model in cfg.models
+    assert [s.name for s in cfg.asr.systems] == ["whisper-base", "whisper-tiny-en",
+                                                 "pocketsphinx-en"]
+    assert all(s.model in cfg.models for s in cfg.asr.systems)
+    assert cfg.segment.vad_model in cfg.models and cfg.agreement.min_voters == 2
     assert cfg.models["asr/whisper-base"].files["model.bin"].parts[1].endswith("part2")
     assert cfg.ray.resources["asr"].batch_size == 8 and "vad" not in cfg.ray.resources
 
@@ -55,7 +58,9 @@ def test_missing_required_key(tmp_path):
     ("input.uri=/local/path", "input.uri"),
     ("run.max_failed_fraction=1.5", "max_failed_fraction"),
     ("segment.max_speech_s=45", "max_speech_s"),
-    ("asr.model=asr/unknown", "asr/unknown"),
+    ("asr.systems=[{name: x, model: asr/unknown}]", "asr/unknown"),
+    ("asr.systems=[]", "asr.systems is empty"),
+    ("agreement.unverified_policy=ignore", "unverified_policy"),
 ])
 def test_values_are_validated(override, message):
     with pytest.raises(ConfigError, match=message):

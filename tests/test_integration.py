@@ -115,7 +115,9 @@ def test_summary_agrees_with_tables(first_run):
     kept = sum(1 for r in ann.to_pylist() if r["drop_reason"] is None)
     assert summary["segments_kept"] == kept
     assert summary["audio_hours"] > 0 and summary["real_time_factor"] > 0
-    assert summary["models"]["asr"].startswith("asr/whisper-base@")
+    assert summary["models"]["asr:whisper-base"].startswith("asr/whisper-base@")
+    assert set(summary["models"]) == {"vad", "asr:whisper-base", "asr:whisper-tiny-en",
+                                      "asr:pocketsphinx-en"}
 
 
 def test_second_run_gives_identical_rows(first_run, local_config):

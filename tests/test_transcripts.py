@@ -1,0 +1,84 @@
+"""Text normalisation, agreement and the hallucination rules, on controlled text."""
+import pytest
+
+from operators.hallucination import check, max_ngram_run
+from operators.transcripts import agree, normalise, speaking_rate, symmetric_error
+from schemas import reasons
+from schemas.config import HallucinationConfig
+
+
+@pytest.mark.parametrize("a, b", [
+    ("Four of clubs.", "4 of clubs"),                      # numbers in one form
+    ("He was not an ill-disposed young man.", "he was not an ill disposed young man"),
+    ("ＨＥＬＬＯ，　World!", "hello world"),                  # NFKC full-width forms, punctuation
+    ("Café   au  lait", "cafe\u0301 au lait"),             # composed vs decomposed accents
+    ("Straße", "STRASSE"),                                 # case folding beyond lower()
+    ("ten  of\tclubs", "10 of clubs"),
+])
+def test_normalisation_makes_equal_things_equal(a, b):
+    assert normalise(a) == normalise(b)
+
+
+def test_normalisation_keeps_different_things_different():
+    assert normalise("four of clubs") != normalise("five of clubs")
+    assert normalise("") == "" and normalise(None) == ""
+
+
+def test_no_space_languages_compare_by_characters():
+    a = normalise("今天天气很好。", "zh", no_space=True)
+    b = normalise("今天 天气 很好", "zh", no_space=True)
+    assert a == b == "今天天气很好"
+    result = agree([a, normalise("今天天气不好", "zh", no_space=True)], no_space=True)
+    assert result.unit == "chars" and abs(result.agreement - (1 - 1 / 6)) < 1e-6
+
+
+def test_agreement_scores_and_selection():
+    same = agree(["the cat sat", "the cat sat", "the cat sat"], no_space=False)
+    assert same.agreement == 1.0 and same.mean_wer == 0.0 and same.selected == 0
+    # the hypothesis closest to the others is selected, not simply the first
+    mixed = agree(["the bat sat on a hat", "the cat sat on the mat", "the cat sat on a mat"],
+                  no_space=False)
+    assert mixed.selected == 2
+    assert 0.0 < mixed.agreement < 1.0
+    apart = agree(["completely different words here", "nothing in common at all"], no_space=False)
+    assert apart.agreement == 0.0
+
+
+def test_symmetric_error_handles_empty_and_is_bounded():
+    assert symmetric_error("", "", False) == 0.0
+    assert symmetric_error("", "hello", False) == 1.0
+    assert symmetric_error("a b c", "a b c d e f g h", False) <= 1.0
+    assert symmetric_error("a b", "a c", False) == symmetric_error("a c", "a b", False)
+
+
+def test_speaking_rate_units():
+    assert speaking_rate("one two three four", 2.0, False) == 2.0
+    assert speaking_rate("今天天气", 2.0, True) == 2.0
+
+
+CFG = HallucinationConfig()
+
+
+def reasons_of(text, duration=5.0, speech_prob=0.9, unit="words"):
+    return [r for r, _ in check(text, duration, speech_prob, unit, CFG)]
+
+
+def test_repeated_ngrams_are_caught():
+    assert max_ngram_run("thank you thank you thank you thank you".split()) == 4
+    assert max_ngram_run("a b c d".split()) == 1
+    assert reasons.HALLUCINATION_REPETITION in reasons_of(
+        "and then and then and then and then and then we left", duration=6)
+    assert reasons.HALLUCINATION_REPETITION not in reasons_of(
+        "he said that that was fine and left")
+
+
+def test_rate_length_long_word_and_empty_rules():
+    normal = "he might even have been made amiable himself"
+    assert reasons_of(normal, duration=3.3) == []
+    too_much = " ".join(["word"] * 40)
+    assert reasons.HALLUCINATION_LENGTH in reasons_of(too_much, duration=2.0)
+    assert reasons.HALLUCINATION_CHAR_RATE in reasons_of("a " * 5 + "x" * 120, duration=3.0)
+    assert reasons.HALLUCINATION_CHAR_RATE in reasons_of("yes", duration=12.0)  # far too little
+    assert reasons.HALLUCINATION_LONG_WORD in reasons_of("a" + "b" * 40 + " c", duration=3.0)
+    assert reasons_of("", speech_prob=0.95) == [reasons.EMPTY_TRANSCRIPT]
+    assert "clear" not in check("", 4.0, 0.3, "words", CFG)[0][1]
