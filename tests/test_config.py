@@ -17,6 +17,16 @@ def test_local_config_parses_with_expected_defaults():
     assert cfg.ray.resources["asr"].batch_size == 8 and "vad" not in cfg.ray.resources
 
 
+def test_cluster_config_parses_and_names_production_models():
+    cfg = load_config(LOCAL_CONFIG.parent / "cluster.yaml")
+    assert cfg.ray.address == "auto"
+    large = cfg.models[cfg.asr.systems[0].model]
+    assert large.source == "path" and "large-v3" in large.location
+    families = {cfg.models[s.model].family for s in cfg.asr.systems}
+    assert families == {"whisper-ct2", "pocketsphinx"}  # two independent families
+    assert cfg.ray.resources["asr"].num_gpus == 1.0
+
+
 def test_set_overrides_are_typed_and_nested():
     cfg = load_config(LOCAL_CONFIG, ["asr.batch_size=3", "segment.target_s=15",
                                      "ray.resources.vad.concurrency=2", "input.limit=4"])

@@ -62,6 +62,19 @@ def test_path_source_checks_checksums(tmp_path, vad_file):
         ModelRegistry({"vad/x": good}, str(tmp_path)).resolve("vad/x")
 
 
+def test_unset_checksum_in_cluster_config_says_how_to_fill_it(tmp_path):
+    from pipeline.config import load_config
+    from tests.conftest import LOCAL_CONFIG
+
+    cfg = load_config(LOCAL_CONFIG.parent / "cluster.yaml",
+                      [f"models.asr/whisper-large-v3.location={tmp_path}"])
+    for name in cfg.models["asr/whisper-large-v3"].files:
+        (tmp_path / name).write_bytes(b"staged weights")
+    registry = ModelRegistry(cfg.models, str(tmp_path / "cache"))
+    with pytest.raises(ModelError, match="checksum of 'model.bin' is not set.*sha256sum"):
+        registry.resolve("asr/whisper-large-v3")
+
+
 def test_missing_path_says_where_it_looked(tmp_path):
     entry = ModelEntry(source="path", version="1", location=str(tmp_path / "nowhere"),
                        files={"model.bin": ModelFile(sha256="0" * 64)})
