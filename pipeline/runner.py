@@ -66,6 +66,7 @@ def _collect(ds, total: int, interval_s: float) -> pa.Table:
     seen: set[str] = set()
     segments = 0
     t0 = last = time.monotonic()
+    logged = None
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         batches.append(batch)
         seen.update(batch.column("recording_id").to_pylist())
@@ -74,9 +75,10 @@ def _collect(ds, total: int, interval_s: float) -> pa.Table:
         if now - last >= interval_s:
             progress.info("%d/%d recordings done, %d segments, %.0fs elapsed",
                           len(seen), total, segments, now - t0)
-            last = now
-    progress.info("%d/%d recordings done, %d segments, %.0fs elapsed",
-                  len(seen), total, segments, time.monotonic() - t0)
+            last, logged = now, (len(seen), segments)
+    if logged != (len(seen), segments):
+        progress.info("%d/%d recordings done, %d segments, %.0fs elapsed",
+                      len(seen), total, segments, time.monotonic() - t0)
     if not batches:
         return None
     return pa.concat_tables(batches, promote_options="default")
