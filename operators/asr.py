@@ -4,9 +4,9 @@ The first system that detects language runs first and sets each segment's langua
 system runs only on the segments whose language it supports, in that language. Per segment the
 stage records every system's text and confidence (`asr_hypotheses`) and which systems voted.
 
-A system that crashes on a batch is retried segment by segment, so only the segment it fails on
-is marked (`asr_error`, naming the system); a call past the system's `timeout_s` marks its
-segments the same way and the batch goes on. Sound segments and rejects pass through.
+A system that crashes on a batch, or runs past its `timeout_s`, is retried segment by segment,
+so only the segment it fails on is marked (`asr_error`, naming the system) and the batch goes
+on. Sound segments and rejects pass through.
 """
 from __future__ import annotations
 
@@ -111,7 +111,9 @@ class AsrStage(Stage):
         try:
             results = timed.transcribe(audios, languages)
         except Exception as exc:  # noqa: BLE001 - isolate the failing segment below
-            if len(idx) > 1 and not isinstance(exc, SystemFailed):
+            # A crash or a timeout on a batch may be one segment's doing: retry one by one so
+            # that only that segment is marked.
+            if len(idx) > 1:
                 log.warning("%s failed on a batch of %d (%s); retrying one by one",
                             system.name, len(idx), exc)
                 for i in idx:
