@@ -32,10 +32,10 @@ RATE = 16000
 # Sound effects named for what they are (the events issue checks tagger labels against these).
 SOUND_EFFECTS = [
     "hobbies/music/string/violin.ogg",
+    "household/vacuum_cleaner.ogg",
     "hobbies/music/percussion/drumkit.ogg",
     "animals/mammals/equines/horse.ogg",
     "animals/amphibians/frog.ogg",
-    "household/vacuum_cleaner.ogg",
     "seasonal/newyears/fireworks.ogg",
 ]
 # Spoken descriptions: English, plus other languages for language detection.
@@ -96,6 +96,7 @@ FORMATS = {
     "mp3": ("mp3", "libmp3lame", ".mp3"),
     "opus": ("ogg", "libopus", ".opus"),
     "m4a": ("ipod", "aac", ".m4a"),
+    "wav_float": ("wav", "pcm_f32le", ".wav"),   # can carry NaN/inf, as real float WAVs do
 }
 
 
@@ -110,8 +111,8 @@ def encode(audio: np.ndarray, fmt: str, rate: int = RATE) -> bytes:
     with av.open(buf, mode="w", format=container_name) as out:
         stream = out.add_stream(codec, rate=rate, layout="mono")
         fmt_name = {"pcm_s16le": "s16", "flac": "s16", "libmp3lame": "fltp",
-                    "libopus": "flt", "aac": "fltp"}[codec]
-        pcm = np.clip(audio, -1.0, 1.0).astype(np.float32)
+                    "libopus": "flt", "aac": "fltp", "pcm_f32le": "flt"}[codec]
+        pcm = np.clip(audio, -1.0, 1.0).astype(np.float32)  # NaN stays NaN
         if fmt_name == "s16":
             pcm = (pcm * 32767).astype(np.int16)
         frame_size = stream.codec_context.frame_size or 1024
@@ -142,6 +143,28 @@ def planted_bad_files() -> list[StagedFile]:
     ]
 
 
+def odd_files() -> list[StagedFile]:
+    """Recordings that are usable but odd: each must come out annotated, with the oddity measured
+    (clipping also drops its segments, before any model runs)."""
+    import librosa
+
+    from infra.speaker_corpus import joined
+
+    clip = read_audio(LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880.wav")
+    with_nan = clip.copy()
+    with_nan[1000:1100] = np.nan   # (inf would be clipped to full scale by encode())
+    phone = librosa.resample(librosa.resample(clip, orig_sr=RATE, target_sr=8000),
+                             orig_sr=8000, target_sr=44100)
+    two = joined(("librivox", "cmu-cards"), seconds=6.0)
+    return [
+        StagedFile("odd/clipped.flac", encode(clip * 12.0, "flac")),
+        StagedFile("odd/nan_samples.wav", encode(with_nan, "wav_float")),
+        StagedFile("odd/dc_offset.flac", encode(clip * 0.5 + 0.25, "flac")),
+        StagedFile("odd/phone_band_44k.wav", encode(phone, "wav", rate=44100)),
+        StagedFile("speakers/librivox+cmu-cards.flac", encode(two.audio, "flac")),
+    ]
+
+
 def demo_files(small: bool = False) -> list[StagedFile]:
     """The demo corpus; `small` is the few-clip set the integration tests run on."""
     require_sources()
@@ -159,7 +182,7 @@ def demo_files(small: bool = False) -> list[StagedFile]:
         path = TUXPAINT / rel
         sub = "descriptions" if "_desc" in path.name else "sound_effects"
         files.append(StagedFile(f"tuxpaint/{sub}/{path.name}", path.read_bytes()))
-    files += planted_bad_files()
+    files += planted_bad_files() + odd_files()
     return files
 
 

@@ -16,12 +16,13 @@ import numpy as np
 import pyarrow as pa
 
 from operators.audio import peak_dbfs, to_bytes
+from operators.bandwidth import NativeBandwidthTrack
 from operators.base import Stage, rows_to_table
 from operators.storage import ObjectStore, StorageError
 from schemas import reasons
 from schemas.config import DecodeConfig, InputConfig, StageResources, StorageConfig
-from schemas.tables import (LISTING_SCHEMA, PIPELINE_RATE_HZ, RECORDING_AUDIO_FIELD,
-                            RECORDING_FIELDS, REJECT_FIELDS)
+from schemas.tables import (LISTING_SCHEMA, NATIVE_TRACK_FIELD, PIPELINE_RATE_HZ,
+                            RECORDING_AUDIO_FIELD, RECORDING_FIELDS, REJECT_FIELDS)
 
 log = logging.getLogger("audioverse.stage.decode")
 
@@ -42,11 +43,15 @@ class DecodedAudio:
     codec: str
     sample_rate: int
     channels: int
+    nonfinite_samples: int = 0
+    bandwidth_track: bytes = b""     # operators/bandwidth.py, measured before resampling
 
 
 def decode_audio_bytes(data: bytes, max_duration_s: float, min_decoded_fraction: float,
-                       rate: int = PIPELINE_RATE_HZ) -> DecodedAudio:
-    """Decode and resample to mono float32 at `rate`. Raises Rejected with a reason."""
+                       rate: int = PIPELINE_RATE_HZ,
+                       bandwidth_floor_db: float = 60.0) -> DecodedAudio:
+    """Decode and resample to mono float32 at `rate`. Raises Rejected with a reason.
+    On the way, the native-rate mono audio feeds the bandwidth track (never kept whole)."""
     import av
 
     if not data:
@@ -71,12 +76,19 @@ def decode_audio_bytes(data: bytes, max_duration_s: float, min_decoded_fraction:
                            f"declared duration {declared_s:.0f}s is over the {max_duration_s:.0f}s limit")
 
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        native_rate = int(ctx.sample_rate or 0)
+        track = NativeBandwidthTrack(native_rate, bandwidth_floor_db) if native_rate else None
+        to_native = (av.AudioResampler(format="flt", layout="mono", rate=native_rate)
+                     if track else None)
         chunks: list[np.ndarray] = []
         decoded = 0
         limit = int(max_duration_s * rate)
         error: Exception | None = None
         try:
             for frame in container.decode(stream):
+                if track is not None:
+                    for out in to_native.resample(frame):
+                        track.feed(out.to_ndarray())
                 for out in resampler.resample(frame):
                     chunk = out.to_ndarray().reshape(-1)
                     chunks.append(chunk)
@@ -103,10 +115,14 @@ def decode_audio_bytes(data: bytes, max_duration_s: float, min_decoded_fraction:
         if declared_s and got_s < min_decoded_fraction * declared_s:
             raise Rejected(reasons.TRUNCATED,
                            f"decoded {got_s:.2f}s of a declared {declared_s:.2f}s")
-        if not np.all(np.isfinite(audio)):
-            audio = np.nan_to_num(audio, nan=0.0, posinf=1.0, neginf=-1.0)
-        return DecodedAudio(audio, container.format.name, ctx.name, int(ctx.sample_rate or 0),
-                            int(ctx.channels or 0))
+        nonfinite = int(audio.size - np.count_nonzero(np.isfinite(audio)))
+        if nonfinite:  # float WAVs can carry NaN/inf; every model downstream needs numbers
+            audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
+        if track is not None:
+            track.finish()
+        return DecodedAudio(audio, container.format.name, ctx.name, native_rate,
+                            int(ctx.channels or 0), nonfinite,
+                            track.to_bytes() if track is not None else b"")
 
 
 class DecodeStage(Stage):
@@ -114,12 +130,14 @@ class DecodeStage(Stage):
 
     name = "decode"
     requires = tuple(LISTING_SCHEMA.names)
-    adds = pa.schema(RECORDING_FIELDS + REJECT_FIELDS + [RECORDING_AUDIO_FIELD])
+    adds = pa.schema(RECORDING_FIELDS + REJECT_FIELDS + [RECORDING_AUDIO_FIELD, NATIVE_TRACK_FIELD])
     # I/O and decoding, no model: parallel tasks, one recording per batch to bound memory.
     resources = StageResources(num_cpus=0.5, concurrency=2, batch_size=1)
 
-    def __init__(self, storage: StorageConfig, input_cfg: InputConfig, decode_cfg: DecodeConfig):
+    def __init__(self, storage: StorageConfig, input_cfg: InputConfig, decode_cfg: DecodeConfig,
+                 bandwidth_floor_db: float = 60.0):
         super().__init__()
+        self.bandwidth_floor_db = bandwidth_floor_db
         self.store = ObjectStore(storage)
         self.input_cfg = input_cfg
         self.cfg = decode_cfg
@@ -159,7 +177,8 @@ class DecodeStage(Stage):
             # One unreadable object (e.g. replaced since listing) must not stop the run; a dead
             # store is caught before the run by the preflight check.
             raise Rejected(reasons.READ_ERROR, str(exc)) from exc
-        decoded = decode_audio_bytes(data, self.cfg.max_duration_s, self.cfg.min_decoded_fraction)
+        decoded = decode_audio_bytes(data, self.cfg.max_duration_s, self.cfg.min_decoded_fraction,
+                                     bandwidth_floor_db=self.bandwidth_floor_db)
         peak = peak_dbfs(decoded.audio)
         if peak < self.cfg.silence_peak_dbfs:
             raise Rejected(reasons.DIGITAL_SILENCE,
@@ -170,5 +189,7 @@ class DecodeStage(Stage):
             "source_sample_rate": decoded.sample_rate,
             "source_channels": decoded.channels,
             "recording_duration_s": decoded.audio.size / PIPELINE_RATE_HZ,
+            "source_nonfinite_samples": decoded.nonfinite_samples,
             "recording_audio": to_bytes(decoded.audio),
+            "native_bandwidth_track": decoded.bandwidth_track,
         }

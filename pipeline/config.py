@@ -106,6 +106,14 @@ def parse_config(data: dict, source: str = "config") -> PipelineConfig:
     return cfg
 
 
+def model_roles(cfg: PipelineConfig) -> dict[str, str]:
+    """Every registry entry the run uses, by the role it plays."""
+    roles = {"vad": cfg.segment.vad_model, "events": cfg.events.model,
+             "speakers": cfg.speakers.model}
+    roles.update({f"asr:{s.name}": s.model for s in cfg.asr.systems})
+    return roles
+
+
 def _validate(cfg: PipelineConfig, source: str) -> None:
     for key, uri in (("input.uri", cfg.input.uri), ("output.uri", cfg.output.uri)):
         if not uri.startswith("s3://") or len(uri) <= len("s3://"):
@@ -116,7 +124,7 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
         raise ConfigError(f"{source}: segment.max_speech_s must be at most 30 (Whisper's window)")
     if cfg.segment.min_speech_s >= cfg.segment.max_speech_s:
         raise ConfigError(f"{source}: segment.min_speech_s must be below segment.max_speech_s")
-    for name in [cfg.segment.vad_model] + [s.model for s in cfg.asr.systems]:
+    for name in model_roles(cfg).values():
         if name not in cfg.models:
             raise ConfigError(f"{source}: model '{name}' is used but not declared under models:")
     names = [s.name for s in cfg.asr.systems]
@@ -130,6 +138,19 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
     if not 0.0 <= cfg.agreement.threshold <= 1.0 or cfg.agreement.min_voters < 1:
         raise ConfigError(f"{source}: agreement.threshold must be within [0, 1] and "
                           f"agreement.min_voters at least 1")
+    m, e, sp = cfg.measures, cfg.events, cfg.speakers
+    if not 0.0 < m.clip_level <= 1.0 or not 0.0 <= m.max_clipped_ratio <= 1.0:
+        raise ConfigError(f"{source}: measures.clip_level must be within (0, 1] and "
+                          f"measures.max_clipped_ratio within [0, 1]")
+    if not 0.0 < m.pitch_fmin_hz < m.pitch_fmax_hz <= 2000.0:
+        raise ConfigError(f"{source}: need 0 < measures.pitch_fmin_hz < measures.pitch_fmax_hz "
+                          f"<= 2000")
+    if e.top_k < 1 or not 0.0 < e.frame_threshold < 1.0 or not 0.0 < e.music_share <= 1.0:
+        raise ConfigError(f"{source}: events.top_k must be at least 1, events.frame_threshold "
+                          f"within (0, 1), events.music_share within (0, 1]")
+    if not 0.1 <= sp.hop_s <= 1.6 or not 0.0 < sp.distance_threshold < 2.0:
+        raise ConfigError(f"{source}: need 0.1 <= speakers.hop_s <= 1.6 (the window) and "
+                          f"speakers.distance_threshold within (0, 2) (cosine distance)")
     from pipeline.dag import STAGES
 
     names = [s.name for s in STAGES]

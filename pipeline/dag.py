@@ -1,6 +1,11 @@
-"""Build the Ray Data DAG: listing -> decode -> VAD -> ASR (several systems) -> agreement ->
-hallucination rules. The only module that knows Ray's
-scheduling knobs; each stage's resources come from `ray.resources.<stage>` in the config."""
+"""Build the Ray Data DAG: listing -> decode -> VAD -> signal measures -> acoustic events -> ASR
+(several systems) -> agreement -> hallucination rules -> speaker embeddings, then, per recording,
+speaker clustering. The only module that knows Ray's scheduling knobs; each stage's resources come
+from `ray.resources.<stage>` in the config.
+
+Row stages stream (`map_batches`); a recording stage (one that declares `group_key`) needs every
+row of a recording at once, so it runs as `groupby(...).map_groups(...)` after the segment audio
+has been dropped (the shuffle then moves only small rows)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +16,10 @@ from operators.agreement import AgreementStage
 from operators.asr import AsrStage
 from operators.base import Stage
 from operators.decode import DecodeStage
+from operators.events import EventsStage
 from operators.hallucination import HallucinationStage
+from operators.measures import MeasuresStage
+from operators.speakers import SpeakerClusterStage, SpeakerEmbedStage
 from operators.vad import VadSegmentStage
 from schemas.config import PipelineConfig, StageResources
 from schemas.tables import AUDIO_FIELD
@@ -20,8 +28,9 @@ from schemas.tables import AUDIO_FIELD
 # actor's CPU count is what the scheduler reserved.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
-STAGES: tuple[type[Stage], ...] = (DecodeStage, VadSegmentStage, AsrStage, AgreementStage,
-                                   HallucinationStage)
+STAGES: tuple[type[Stage], ...] = (DecodeStage, VadSegmentStage, MeasuresStage, EventsStage,
+                                   AsrStage, AgreementStage, HallucinationStage,
+                                   SpeakerEmbedStage, SpeakerClusterStage)
 
 _task_stages: dict[int, Stage] = {}
 
@@ -35,15 +44,19 @@ def _run_task_stage(batch: pa.Table, stage_cls: type[Stage], kwargs: dict) -> pa
 
 
 def stage_plan(cfg: PipelineConfig, storage) -> list[tuple[type[Stage], dict]]:
-    models = dict(cfg.models)
+    registry = {"models": dict(cfg.models), "model_cache_dir": cfg.model_cache_dir,
+                "storage": storage}
     return [
-        (DecodeStage, {"storage": storage, "input_cfg": cfg.input, "decode_cfg": cfg.decode}),
-        (VadSegmentStage, {"cfg": cfg.segment, "models": models,
-                           "model_cache_dir": cfg.model_cache_dir, "storage": storage}),
-        (AsrStage, {"cfg": cfg.asr, "models": models, "model_cache_dir": cfg.model_cache_dir,
-                    "storage": storage}),
+        (DecodeStage, {"storage": storage, "input_cfg": cfg.input, "decode_cfg": cfg.decode,
+                       "bandwidth_floor_db": cfg.measures.bandwidth_floor_db}),
+        (VadSegmentStage, {"cfg": cfg.segment, **registry}),
+        (MeasuresStage, {"cfg": cfg.measures}),
+        (EventsStage, {"cfg": cfg.events, **registry}),
+        (AsrStage, {"cfg": cfg.asr, **registry}),
         (AgreementStage, {"cfg": cfg.agreement}),
         (HallucinationStage, {"cfg": cfg.hallucination}),
+        (SpeakerEmbedStage, {"cfg": cfg.speakers, **registry}),
+        (SpeakerClusterStage, {"cfg": cfg.speakers}),
     ]
 
 
@@ -56,6 +69,10 @@ def stage_resources(cfg: PipelineConfig, stage_cls: type[Stage]) -> StageResourc
 def apply_stage(ds, stage_cls: type[Stage], kwargs: dict, res: StageResources):
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
+    if getattr(stage_cls, "group_key", None):
+        return ds.groupby(stage_cls.group_key).map_groups(
+            _run_task_stage, fn_kwargs={"stage_cls": stage_cls, "kwargs": kwargs},
+            batch_format="pyarrow", num_cpus=res.num_cpus)
     common = dict(batch_format="pyarrow", batch_size=res.batch_size, num_cpus=res.num_cpus,
                   zero_copy_batch=True)
     if res.num_gpus:
@@ -75,9 +92,12 @@ def build_dataset(listing: pa.Table, cfg: PipelineConfig, storage):
     per_block = max(1, listing.num_rows // 1000)
     blocks = [listing.slice(i, per_block) for i in range(0, listing.num_rows, per_block)]
     ds = ray.data.from_arrow(blocks)
+    audio_dropped = False
     for stage_cls, kwargs in stage_plan(cfg, storage):
+        if getattr(stage_cls, "group_key", None) and not audio_dropped:
+            ds, audio_dropped = ds.drop_columns([AUDIO_FIELD.name]), True
         ds = apply_stage(ds, stage_cls, kwargs, stage_resources(cfg, stage_cls))
-    return ds.drop_columns([AUDIO_FIELD.name])
+    return ds if audio_dropped else ds.drop_columns([AUDIO_FIELD.name])
 
 
 def init_ray(cfg: PipelineConfig) -> bool:

@@ -15,6 +15,7 @@ import pyarrow as pa
 from model_serving.registry import ModelRegistry
 from model_serving.s3client import resolve_storage
 from operators.storage import ObjectStore
+from pipeline.config import model_roles
 from pipeline.dag import build_dataset, init_ray
 from pipeline.errors import EXIT_OK, EXIT_TOO_MANY_FAILED
 from pipeline.listing import list_inputs
@@ -51,8 +52,7 @@ def preflight(cfg: PipelineConfig, store: ObjectStore) -> dict:
     store.check_bucket(cfg.output.uri)
     registry = ModelRegistry(cfg.models, cfg.model_cache_dir, store.cfg)
     models = {}
-    roles = [("vad", cfg.segment.vad_model)] + [(f"asr:{s.name}", s.model) for s in cfg.asr.systems]
-    for role, name in roles:
+    for role, name in model_roles(cfg).items():
         resolved = registry.resolve(name)  # joins packaged weights into the cache once, here
         models[role] = resolved.label
         stage_logger("preflight").info("model %s ok (%s)", resolved.label, resolved.directory)

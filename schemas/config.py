@@ -111,6 +111,38 @@ class HallucinationConfig:
 
 
 @dataclass(frozen=True)
+class MeasuresConfig:
+    clip_level: float = 0.99             # |sample| at or above this counts as clipped
+    max_clipped_ratio: float = 0.01      # more clipped samples than this: drop_reason clipping
+    pitch: bool = True                   # pYIN pitch on speech segments (about 30x real time)
+    pitch_fmin_hz: float = 60.0
+    pitch_fmax_hz: float = 500.0
+    bandwidth_floor_db: float = 60.0     # bands this far below the loudest band count as empty
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    model: str = "events/yamnet"         # registry entry of an AudioSet tagger
+    top_k: int = 5
+    frame_threshold: float = 0.3         # a frame has speech (music) if a speech (music) class
+                                         # scores at least this
+    music_share: float = 0.5             # music in this share of frames: content type music
+    cpu_threads: int = 1
+    device: str = "cpu"                  # cuda: torch taggers (PANNs) on the GPU
+
+
+@dataclass(frozen=True)
+class SpeakersConfig:
+    model: str = "speakers/resemblyzer"  # registry entry of a speaker encoder
+    hop_s: float = 0.4                   # one embedding per model window (1.6 s) every hop
+    min_segment_s: float = 0.8           # shorter speech segments get no speaker (null)
+    distance_threshold: float = 0.38     # average cosine distance that separates two speakers
+    min_speaker_windows: int = 2         # fewer windows than this, or under this share of the
+    min_speaker_share: float = 0.1       # recording's windows: not a speaker of its own
+    cpu_threads: int = 1
+
+
+@dataclass(frozen=True)
 class StageResources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -177,7 +209,10 @@ class PipelineConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    measures: MeasuresConfig = field(default_factory=MeasuresConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
+    speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
     agreement: AgreementConfig = field(default_factory=AgreementConfig)
     hallucination: HallucinationConfig = field(default_factory=HallucinationConfig)
     ray: RayConfig = field(default_factory=RayConfig)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"  # 2: several ASR systems, agreement, hallucination flags
+SCHEMA_VERSION = "3"  # 2: several ASR systems, agreement, hallucination flags;
+                      # 3: signal measures, acoustic events, speakers
 PIPELINE_RATE_HZ = 16000  # every stage sees mono float32 audio at this rate
 
 # --- columns shared by every row that flows through the DAG: which object it came from --------
@@ -29,7 +30,12 @@ RECORDING_FIELDS = [
     pa.field("source_sample_rate", pa.int32()),
     pa.field("source_channels", pa.int32()),
     pa.field("recording_duration_s", pa.float64()),
+    pa.field("source_nonfinite_samples", pa.int64()),  # NaN/inf samples, decoded as 0
 ]
+# Per 0.5 s window of the audio at its native rate: (edge_hz, level_db) float32 pairs. Bandwidth
+# must be measured before resampling; this small track is what survives of the native audio.
+# Internal: the measures stage consumes it.
+NATIVE_TRACK_FIELD = pa.field("native_bandwidth_track", pa.large_binary())
 
 # --- a recording's fate when it yields no segment ---------------------------------------------
 REJECT_FIELDS = [
@@ -42,7 +48,7 @@ REJECT_FIELDS = [
 SEGMENT_FIELDS = [
     pa.field("segment_id", pa.string()),
     pa.field("segment_index", pa.int32()),
-    pa.field("content_type", pa.string()),  # speech | sound (the event tagger refines sound)
+    pa.field("content_type", pa.string()),  # speech | music | sound (VAD, refined by the tagger)
     pa.field("start_s", pa.float64()),
     pa.field("end_s", pa.float64()),
     pa.field("duration_s", pa.float64()),
@@ -52,6 +58,47 @@ SEGMENT_FIELDS = [
     pa.field("rms_dbfs", pa.float32()),
     pa.field("vad_model", pa.string()),
 ]
+
+# --- signal measures (operators/measures.py) ----------------------------------------------------
+MEASURE_FIELDS = [
+    pa.field("snr_db", pa.float32()),           # loud frames vs. the quietest 10% of 20 ms frames
+    pa.field("loudness_lufs", pa.float32()),    # ITU-R BS.1770 integrated; null under 0.4 s
+    pa.field("peak_dbfs", pa.float32()),
+    pa.field("clipped_ratio", pa.float32()),    # share of samples at or above measures.clip_level
+    pa.field("dc_offset", pa.float32()),        # mean sample value (removed from the audio after)
+    pa.field("bandwidth_hz", pa.float32()),     # effective bandwidth at the native sample rate
+    pa.field("pitch_mean_hz", pa.float32()),    # pYIN over voiced frames; speech segments only
+    pa.field("pitch_std_hz", pa.float32()),
+    pa.field("voiced_fraction", pa.float32()),
+]
+
+# --- acoustic events over the AudioSet ontology (operators/events.py) -------------------------
+EVENT_LABEL_TYPE = pa.struct([
+    pa.field("mid", pa.string()),        # AudioSet id, e.g. /m/0bt9lr
+    pa.field("name", pa.string()),       # e.g. Dog
+    pa.field("score", pa.float32()),     # mean over the segment's frames
+])
+EVENT_FIELDS = [
+    pa.field("vad_content_type", pa.string()),     # speech | sound, before the tagger refined it
+    pa.field("event_labels", pa.list_(EVENT_LABEL_TYPE)),  # top-k, best first
+    pa.field("speech_fraction", pa.float32()),     # share of tagger frames with speech
+    pa.field("music_fraction", pa.float32()),      # ... with music
+    pa.field("noise_fraction", pa.float32()),      # ... with neither (other sound)
+    pa.field("speech_music_fraction", pa.float32()),  # ... with speech over music
+    pa.field("event_frames", pa.int32()),
+    pa.field("event_model", pa.string()),
+]
+
+# --- speakers (operators/speakers.py) ------------------------------------------------------------
+SPEAKER_FIELDS = [
+    pa.field("speaker_count", pa.int32()),             # distinct speakers in the segment
+    pa.field("speaker_ids", pa.list_(pa.string())),    # ids consistent within the recording,
+                                                       # most talk time first
+    pa.field("recording_speaker_count", pa.int32()),
+    pa.field("speaker_model", pa.string()),
+]
+# Internal: one embedding per window, from the embedding stage to the clustering step.
+SPEAKER_EMBEDDINGS_FIELD = pa.field("speaker_embeddings", pa.list_(pa.list_(pa.float32())))
 
 # --- transcription by several systems ---------------------------------------------------------
 HYPOTHESIS_TYPE = pa.struct([
@@ -101,8 +148,8 @@ AUDIO_FIELD = pa.field("audio", pa.binary())
 RECORDING_AUDIO_FIELD = pa.field("recording_audio", pa.large_binary())
 
 ANNOTATIONS_SCHEMA = pa.schema(
-    SOURCE_FIELDS + RECORDING_FIELDS + SEGMENT_FIELDS + ASR_FIELDS + AGREEMENT_FIELDS
-    + HALLUCINATION_FIELDS + DROP_FIELDS
+    SOURCE_FIELDS + RECORDING_FIELDS + SEGMENT_FIELDS + MEASURE_FIELDS + EVENT_FIELDS
+    + ASR_FIELDS + AGREEMENT_FIELDS + HALLUCINATION_FIELDS + SPEAKER_FIELDS + DROP_FIELDS
     + [pa.field("pipeline_version", pa.string(), nullable=False)]
 )
 

