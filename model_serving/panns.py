@@ -29,10 +29,10 @@ CNN14_ARGS = dict(sample_rate=MODEL_RATE, window_size=1024, hop_size=320, mel_bi
 
 def import_models(work_dir: Path):
     """`panns_inference.models`, imported without the package's downloading `__init__`."""
-    spec = importlib.util.find_spec("panns_inference")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("the `panns-inference` package is not installed; run `make install`")
     if "panns_inference" not in sys.modules:
+        spec = importlib.util.find_spec("panns_inference")  # finds it without running it
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError("the `panns-inference` package is not installed; run `make install`")
         shell = types.ModuleType("panns_inference")
         shell.__path__ = list(spec.submodule_search_locations)
         sys.modules["panns_inference"] = shell

@@ -25,7 +25,7 @@ from schemas.config import ModelEntry, StorageConfig
 _CHUNK = 8 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _lock = threading.Lock()
-_verified: dict[tuple[str, str], "ResolvedModel"] = {}  # per process: hash each file once
+_verified: dict[tuple, "ResolvedModel"] = {}  # per process: hash each file once
 
 
 class ModelError(Exception):
@@ -83,7 +83,10 @@ class ModelRegistry:
                 f"model '{name}' is not in the registry (known: {known}); add it under "
                 f"`models:` in the config"
             )
-        key = (name, entry.version)
+        # Same name and version from another place (a test's temp dir, a new mount) is another
+        # model as far as verification goes.
+        key = (name, entry.version, entry.source, entry.location, str(self.cache_dir),
+               tuple(sorted((f, m.sha256) for f, m in entry.files.items())))
         with _lock:
             if key in _verified:
                 return _verified[key]

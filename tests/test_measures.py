@@ -1,0 +1,104 @@
+"""Signal measures on a real clip: SNR and loudness move the right way with noise and gain,
+bandwidth is read at the native rate, odd audio gives values (never exceptions), clipping drops."""
+import librosa
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from infra.demo_corpus import LIBRIVOX, encode, read_audio
+from operators.audio import from_bytes, to_bytes
+from operators.bandwidth import segment_bandwidth
+from operators.decode import decode_audio_bytes
+from operators.measures import MeasuresStage, loudness_lufs, pitch_stats, snr_db
+from schemas import reasons
+from schemas.config import MeasuresConfig
+
+CLIP = LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0870.wav"
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return read_audio(CLIP)
+
+
+def test_snr_falls_as_noise_is_added(speech):
+    rng = np.random.default_rng(1)
+    noise = rng.standard_normal(speech.size).astype(np.float32)
+    power = float(np.mean(speech ** 2))
+    estimates = [snr_db(speech)]
+    for added_snr in (20, 10, 0):
+        scaled = noise * np.sqrt(power / 10 ** (added_snr / 10))
+        estimates.append(snr_db(speech + scaled.astype(np.float32)))
+    assert all(a > b + 2 for a, b in zip(estimates, estimates[1:])), estimates
+    assert estimates[0] > 20                       # a clean audiobook recording
+    assert snr_db(noise * 0.1) < 6                 # noise alone has no loud part
+
+
+def test_loudness_follows_gain(speech):
+    base = loudness_lufs(speech)
+    assert -35 < base < -10
+    assert loudness_lufs(speech * 2.0) - base == pytest.approx(6.02, abs=0.1)
+    assert loudness_lufs(speech * 0.5) - base == pytest.approx(-6.02, abs=0.1)
+    assert loudness_lufs(speech[:3000]) is None    # under one 0.4 s block
+    assert loudness_lufs(np.zeros(16000, np.float32)) is None   # below the absolute gate
+
+
+def test_bandwidth_is_measured_before_resampling(speech):
+    def read(audio, rate):
+        decoded = decode_audio_bytes(encode(audio, "wav", rate), 3600, 0.9)
+        return segment_bandwidth(decoded.bandwidth_track, 0.0, decoded.audio.size / 16000)
+
+    narrow = librosa.resample(speech, orig_sr=16000, target_sr=8000)
+    assert 3500 <= read(librosa.resample(narrow, orig_sr=8000, target_sr=44100), 44100) <= 4300
+    assert 3500 <= read(narrow, 8000) <= 4000
+    assert read(speech, 16000) > 6000
+    assert segment_bandwidth(None, 0, 1) is None
+
+
+def test_pitch_of_a_male_reader(speech):
+    mean, std, voiced = pitch_stats(speech, 60, 500)
+    assert 75 <= mean <= 140 and 0 < std < 60 and 0.3 < voiced <= 1.0
+    assert pitch_stats(np.zeros(16000, np.float32), 60, 500)[0] is None
+
+
+def _table(audios, content="speech"):
+    n = len(audios)
+    return pa.table({
+        "recording_id": [f"r{i}" for i in range(n)],
+        "audio": [to_bytes(a) for a in audios],
+        "content_type": [content] * n, "start_s": [0.0] * n,
+        "end_s": [a.size / 16000 for a in audios], "drop_reason": pa.nulls(n, pa.string()),
+        "drop_stage": pa.nulls(n, pa.string()), "drop_detail": pa.nulls(n, pa.string()),
+        "reject_reason": pa.nulls(n, pa.string()),
+        "native_bandwidth_track": pa.nulls(n, pa.large_binary()),
+    })
+
+
+def test_odd_audio_gives_values_and_clipping_drops(speech):
+    nan = speech.copy()
+    nan[100:200] = np.nan
+    nan[300:310] = np.inf
+    odd = [np.zeros(0, np.float32), np.zeros(50, np.float32), nan, speech * 0.5 + 0.3,
+           np.clip(speech * 20, -1, 1), np.full(16000, 1e-7, np.float32)]
+    out = MeasuresStage(MeasuresConfig())(_table(odd)).to_pylist()
+    empty, tiny, with_nan, dc, clipped, near_silent = out
+    assert empty["snr_db"] is None and empty["loudness_lufs"] is None
+    assert tiny["peak_dbfs"] is not None and tiny["pitch_mean_hz"] is None
+    assert np.isfinite(with_nan["snr_db"]) and np.isfinite(with_nan["loudness_lufs"])
+    assert np.all(np.isfinite(from_bytes(with_nan["audio"])))   # sanitised for the models
+    assert dc["dc_offset"] == pytest.approx(0.3, abs=0.01)
+    assert abs(float(np.mean(from_bytes(dc["audio"])))) < 1e-4  # removed from the audio
+    assert clipped["clipped_ratio"] > 0.05 and clipped["drop_reason"] == reasons.CLIPPING
+    assert "of samples at or above" in clipped["drop_detail"]
+    assert dc["drop_reason"] is None and with_nan["drop_reason"] is None
+    assert near_silent["loudness_lufs"] is None and near_silent["peak_dbfs"] < -130
+    assert "native_bandwidth_track" not in out[0]                # consumed
+
+
+def test_rejected_rows_and_non_speech_pass(speech):
+    table = _table([speech], content="sound")
+    out = MeasuresStage(MeasuresConfig())(table).to_pylist()[0]
+    assert out["pitch_mean_hz"] is None and out["snr_db"] is not None   # no pitch off speech
+    rejected = table.set_column(table.schema.get_field_index("reject_reason"), "reject_reason",
+                                pa.array(["empty_object"]))
+    assert MeasuresStage(MeasuresConfig())(rejected).to_pylist()[0]["snr_db"] is None
