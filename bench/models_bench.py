@@ -9,6 +9,7 @@ is the real model's, its labels are not.
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -23,11 +24,11 @@ def corpus(seconds: float) -> list[np.ndarray]:
     clips = [read_audio(p) for p in sorted(LIBRIVOX.glob("*.wav"))]
     clips += [read_audio(TUXPAINT / p) for p in sorted(SOUND_LABELS)]
     out, total = [], 0
-    while total < seconds * 16000:
-        for clip in clips:
-            out.append(clip)
-            total += clip.size
-    return out
+    for clip in itertools.cycle(clips):
+        if total >= seconds * 16000:
+            return out
+        out.append(clip)
+        total += clip.size
 
 
 def timed(fn, clips) -> float:
@@ -52,7 +53,8 @@ def seeded_panns(work: Path):
     torch.save({"model": net.state_dict()}, model_dir / "Cnn14_seeded.pth")
     labels = ["index,mid,display_name"] + [f"{i},/t/{i},c{i}" for i in range(527)]
     (model_dir / "class_labels_indices.csv").write_text("\n".join(labels) + "\n")
-    return PannsTagger(ResolvedModel("events/panns-seeded", "0", "panns-cnn14", model_dir),
+    files = ("Cnn14_seeded.pth", "class_labels_indices.csv")
+    return PannsTagger(ResolvedModel("events/panns-seeded", "0", "panns-cnn14", model_dir, files),
                        work_dir=work)
 
 

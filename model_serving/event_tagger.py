@@ -9,6 +9,7 @@ every non-empty input gets at least one row. Classes carry their AudioSet MID, s
 from __future__ import annotations
 
 import csv
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -56,18 +57,12 @@ def read_class_map(path: Path) -> list[AudioClass]:
     return classes
 
 
-def one_file(model: ResolvedModel, suffix: str, what: str) -> Path:
-    """The registry entry's only file ending in `suffix` (e.g. the checkpoint, the label CSV)."""
-    names = [n for n in sorted(model.directory.iterdir()) if n.name.endswith(suffix)]
-    if len(names) != 1:
-        raise ModelError(f"model '{model.name}': expected exactly one {what} (*{suffix}) in "
-                         f"{model.directory}, found {[n.name for n in names] or 'none'}")
-    return names[0]
-
-
 def load_event_tagger(model: ResolvedModel, *, cpu_threads: int = 1, device: str = "cpu",
                       work_dir: Path | None = None) -> EventTagger:
-    """Build the adapter for a registry entry's family. Heavy imports happen in the adapters."""
+    """Build the adapter for a registry entry's family. Heavy imports happen in the adapters.
+    `work_dir` takes what an adapter must write (an unpacked graph, matplotlib's cache); never
+    the model's own directory, which may be site-packages or a read-only mount."""
+    work_dir = Path(work_dir) if work_dir else Path(tempfile.gettempdir()) / "audioverse-models"
     if model.family == "yamnet-onnx":
         from model_serving.yamnet import YamnetTagger
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_serving.event_tagger import AudioClass, one_file, read_class_map
+from model_serving.event_tagger import AudioClass, read_class_map
 from model_serving.registry import ModelError, ResolvedModel
 
 MODEL_RATE = 32000
@@ -47,15 +47,15 @@ class PannsTagger:
     window_s = 1.0
     hop_s = 0.5
 
-    def __init__(self, model: ResolvedModel, *, cpu_threads: int = 1, work_dir: Path | None = None,
+    def __init__(self, model: ResolvedModel, *, work_dir: Path, cpu_threads: int = 1,
                  device: str = "cpu", batch_windows: int = 16):
         import torch
 
         torch.set_num_threads(max(1, cpu_threads))
         self.model_label = model.label
-        self.classes: list[AudioClass] = read_class_map(one_file(model, ".csv", "label list"))
-        checkpoint = one_file(model, ".pth", "checkpoint")
-        models = import_models(work_dir or Path(model.directory))
+        self.classes: list[AudioClass] = read_class_map(model.only_file(".csv", "label list"))
+        checkpoint = model.only_file(".pth", "checkpoint")
+        models = import_models(work_dir)
         self._net = models.Cnn14(classes_num=len(self.classes), **CNN14_ARGS)
         state = torch.load(str(checkpoint), map_location=device, weights_only=True)
         state = state.get("model", state) if isinstance(state, dict) else state

@@ -38,9 +38,19 @@ class ResolvedModel:
     version: str
     family: str
     directory: Path
+    files: tuple[str, ...] = ()  # the entry's declared (checksummed) files
 
     def file(self, name: str) -> Path:
         return self.directory / name
+
+    def only_file(self, suffix: str, what: str) -> Path:
+        """The one declared file ending in `suffix` (a checkpoint, a label list). Only declared
+        files count: a packaged model used in place sits among files nobody checksummed."""
+        names = sorted(f for f in self.files if f.endswith(suffix))
+        if len(names) != 1:
+            raise ModelError(f"model '{self.name}': expected exactly one {what} (*{suffix}) among "
+                             f"its registry files, found {names or 'none'}")
+        return self.directory / names[0]
 
     @property
     def label(self) -> str:
@@ -100,7 +110,8 @@ class ModelRegistry:
                 raise ModelError(
                     f"model '{name}': unknown source '{entry.source}' (use packaged, path or s3)"
                 )
-            resolved = ResolvedModel(name, entry.version, entry.family, directory)
+            resolved = ResolvedModel(name, entry.version, entry.family, directory,
+                                     tuple(sorted(entry.files)))
             _verified[key] = resolved
             return resolved
 

@@ -10,7 +10,6 @@ from typing import Protocol
 
 import numpy as np
 
-from model_serving.event_tagger import one_file
 from model_serving.registry import ModelError, ResolvedModel
 
 RESEMBLYZER_WINDOW_S = 1.6
@@ -36,7 +35,7 @@ class ResemblyzerEncoder:
         torch.set_num_threads(max(1, cpu_threads))
         self.model_label = model.label
         self._encoder = VoiceEncoder(device, verbose=False,
-                                     weights_fpath=one_file(model, ".pt", "encoder weights"))
+                                     weights_fpath=model.only_file(".pt", "encoder weights"))
 
     def embed_windows(self, audio: np.ndarray, hop_s: float) -> np.ndarray:
         audio = np.nan_to_num(np.asarray(audio, dtype=np.float32))

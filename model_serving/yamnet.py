@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from model_serving import yamnet_features as features
-from model_serving.event_tagger import AudioClass, one_file, read_class_map, sigmoid
+from model_serving.event_tagger import AudioClass, read_class_map, sigmoid
 from model_serving.registry import ModelError, ResolvedModel
 
 
@@ -55,15 +54,14 @@ class YamnetTagger:
     window_s = features.PATCH_S
     hop_s = features.PATCH_HOP_S
 
-    def __init__(self, model: ResolvedModel, *, cpu_threads: int = 1, work_dir: Path | None = None):
+    def __init__(self, model: ResolvedModel, *, work_dir: Path, cpu_threads: int = 1):
         import onnxruntime as ort
 
         self.model_label = model.label
-        self.classes: list[AudioClass] = read_class_map(one_file(model, ".csv", "class map"))
+        self.classes: list[AudioClass] = read_class_map(model.only_file(".csv", "class map"))
         # Never unpack next to the zip: packaged models are used in place, inside site-packages.
-        base = Path(work_dir) if work_dir else Path(tempfile.gettempdir()) / "audioverse-models"
-        target = base / "unpacked" / model.name.replace("/", "--") / model.version
-        onnx_path = _unpack(one_file(model, ".onnx.zip", "zipped ONNX graph"), target)
+        target = Path(work_dir) / "unpacked" / model.name.replace("/", "--") / model.version
+        onnx_path = _unpack(model.only_file(".onnx.zip", "zipped ONNX graph"), target)
         self._q = _quantization(onnx_path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = cpu_threads

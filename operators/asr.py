@@ -15,11 +15,10 @@ import logging
 
 import pyarrow as pa
 
-from model_serving.registry import ModelRegistry
 from operators.audio import from_bytes
-from operators.base import Stage, rows_to_table
+from operators.base import ModelStage, rows_to_table
 from schemas import reasons
-from schemas.config import AsrConfig, ModelEntry, StageResources, StorageConfig
+from schemas.config import AsrConfig, StageResources
 from schemas.tables import ASR_FIELDS, DROP_FIELDS
 
 log = logging.getLogger("audioverse.stage.asr")
@@ -48,24 +47,20 @@ class _TimedSystem:
             raise SystemFailed(f"timed out after {self.timeout_s:.0f}s") from None
 
 
-class AsrStage(Stage):
+class AsrStage(ModelStage):
     name = "asr"
-    uses_model = True
     requires = ("content_type", "audio", "drop_reason", "reject_reason", "segment_id")
     adds = pa.schema(ASR_FIELDS + DROP_FIELDS)
     # The costly stage; on a cluster, override with num_gpus and a larger pool.
     resources = StageResources(num_cpus=1.0, concurrency=1, batch_size=8)
 
-    def __init__(self, cfg: AsrConfig, models: dict[str, ModelEntry], model_cache_dir: str,
-                 storage: StorageConfig | None = None):
-        super().__init__()
-        self.cfg = cfg
-        self.registry = ModelRegistry(models, model_cache_dir, storage)
-        self.systems: list[_TimedSystem] = []
+    cfg: AsrConfig
+    systems: list[_TimedSystem]
 
     def setup(self) -> None:
         from model_serving.asr_protocol import load_asr_system
 
+        self.systems = []
         for spec in self.cfg.systems:
             system = load_asr_system(spec.name, self.registry.resolve(spec.model),
                                      device=spec.device, compute_type=spec.compute_type,

@@ -15,8 +15,9 @@ from typing import ClassVar
 
 import pyarrow as pa
 
+from model_serving.registry import ModelRegistry
 from operators.logs import ensure_worker_logging
-from schemas.config import StageResources
+from schemas.config import ModelEntry, StageResources, StorageConfig
 
 log = logging.getLogger("audioverse.stage")
 
@@ -58,6 +59,19 @@ class Stage:
         fields = [f for f in input_schema
                   if f.name not in cls.consumes and f.name not in cls.adds.names]
         return pa.schema(fields + list(cls.adds))
+
+
+class ModelStage(Stage):
+    """A row stage with models: it runs in actors, and resolves its models (by registry name,
+    from its config section) in `setup`, i.e. once per worker."""
+
+    uses_model = True
+
+    def __init__(self, cfg, models: dict[str, ModelEntry], model_cache_dir: str,
+                 storage: StorageConfig | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.registry = ModelRegistry(models, model_cache_dir, storage)
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -18,10 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 from model_serving.audioset import MUSIC_MIDS, SPEECH_MIDS
-from model_serving.registry import ModelRegistry
 from operators.audio import from_bytes
-from operators.base import Stage, rows_to_table
-from schemas.config import EventsConfig, ModelEntry, StageResources, StorageConfig
+from operators.base import ModelStage, rows_to_table
+from schemas.config import EventsConfig, StageResources
 from schemas.tables import EVENT_FIELDS
 
 
@@ -47,30 +46,21 @@ def summarise(scores: np.ndarray, classes, cfg: EventsConfig) -> dict:
 
 
 def refine_content_type(vad_type: str, summary: dict, music_share: float) -> str:
-    music = summary["music_fraction"] >= music_share
-    if vad_type == "speech":
-        if summary["speech_fraction"] > 0.0:
-            return "speech"
-        return "music" if music else "sound"
-    return "music" if music else "sound"
+    if vad_type == "speech" and summary["speech_fraction"] > 0.0:
+        return "speech"
+    return "music" if summary["music_fraction"] >= music_share else "sound"
 
 
-class EventsStage(Stage):
+class EventsStage(ModelStage):
     """segment rows -> the same rows + EVENT_FIELDS, content_type refined."""
 
     name = "events"
-    uses_model = True
     requires = ("audio", "content_type", "reject_reason")
     adds = pa.schema(EVENT_FIELDS)
     # YAMNet int8 runs ~4 ms per 0.96 s patch on one thread: one small actor keeps up with ASR.
     resources = StageResources(num_cpus=0.5, concurrency=1, batch_size=8)
 
-    def __init__(self, cfg: EventsConfig, models: dict[str, ModelEntry], model_cache_dir: str,
-                 storage: StorageConfig | None = None):
-        super().__init__()
-        self.cfg = cfg
-        self.registry = ModelRegistry(models, model_cache_dir, storage)
-        self.tagger = None
+    cfg: EventsConfig
 
     def setup(self) -> None:
         from model_serving.event_tagger import load_event_tagger

@@ -27,13 +27,9 @@ PITCH_FRAME, PITCH_HOP = 1024, 512
 MIN_VOICED_FRAMES = 3
 
 
-def sanitize(audio: np.ndarray) -> tuple[np.ndarray, float]:
-    """Audio with NaN/inf zeroed and its DC offset removed, and the offset that was removed."""
-    audio = np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    if audio.size == 0:
-        return audio, 0.0
-    dc = float(np.mean(audio, dtype=np.float64))
-    return (audio - np.float32(dc)).astype(np.float32), dc
+def finite(audio: np.ndarray) -> np.ndarray:
+    """float32 audio with NaN/inf zeroed (decoding already does this; direct callers may not)."""
+    return np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def snr_db(audio: np.ndarray) -> float | None:
@@ -109,9 +105,10 @@ class MeasuresStage(Stage):
             track = row.pop(NATIVE_TRACK_FIELD.name, None)
             if row["reject_reason"] is not None:
                 continue
-            audio, dc = sanitize(from_bytes(row["audio"]))
-            row["audio"] = to_bytes(audio)
-            row.update(self.measure(row, audio, dc, track))
+            audio = finite(from_bytes(row["audio"]))
+            row.update(self.measure(row, audio, track))
+            # the models downstream see the audio without its DC offset
+            row["audio"] = to_bytes(audio - np.float32(row["dc_offset"]))
             if (row["clipped_ratio"] > self.cfg.max_clipped_ratio and row["drop_reason"] is None):
                 row.update(drop_stage=self.name, drop_reason=reasons.CLIPPING,
                            drop_detail=f"{row['clipped_ratio']:.1%} of samples at or above "
@@ -119,18 +116,21 @@ class MeasuresStage(Stage):
                                        f"{self.cfg.max_clipped_ratio:.1%})")
         return rows_to_table(rows, self.output_schema(batch.schema))
 
-    def measure(self, row: dict, audio: np.ndarray, dc: float, track: bytes | None) -> dict:
+    def measure(self, row: dict, audio: np.ndarray, track: bytes | None) -> dict:
+        """Peak and clipping on the audio as recorded; level measures without its DC offset."""
         cfg = self.cfg
+        dc = float(np.mean(audio, dtype=np.float64)) if audio.size else 0.0
+        centred = audio - np.float32(dc)
         out = {
-            "snr_db": snr_db(audio),
-            "loudness_lufs": loudness_lufs(audio, self._meter),
-            "peak_dbfs": peak_dbfs(audio + np.float32(dc)) if audio.size else None,
-            "clipped_ratio": clipped_ratio(audio + np.float32(dc), cfg.clip_level),
+            "snr_db": snr_db(centred),
+            "loudness_lufs": loudness_lufs(centred, self._meter),
+            "peak_dbfs": peak_dbfs(audio) if audio.size else None,
+            "clipped_ratio": clipped_ratio(audio, cfg.clip_level),
             "dc_offset": dc,
             "bandwidth_hz": segment_bandwidth(track, row["start_s"], row["end_s"]),
             "pitch_mean_hz": None, "pitch_std_hz": None, "voiced_fraction": None,
         }
         if cfg.pitch and row["content_type"] == "speech":
-            mean, std, voiced = pitch_stats(audio, cfg.pitch_fmin_hz, cfg.pitch_fmax_hz)
+            mean, std, voiced = pitch_stats(centred, cfg.pitch_fmin_hz, cfg.pitch_fmax_hz)
             out.update(pitch_mean_hz=mean, pitch_std_hz=std, voiced_fraction=voiced)
         return out

@@ -14,10 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from model_serving.registry import ModelRegistry
 from operators.audio import from_bytes
-from operators.base import Stage, rows_to_table
-from schemas.config import ModelEntry, SpeakersConfig, StageResources, StorageConfig
+from operators.base import ModelStage, Stage, rows_to_table
+from schemas.config import SpeakersConfig, StageResources
 from schemas.tables import SPEAKER_EMBEDDINGS_FIELD, SPEAKER_FIELDS
 
 EMBED_FIELDS = [SPEAKER_EMBEDDINGS_FIELD] + [f for f in SPEAKER_FIELDS if f.name == "speaker_model"]
@@ -27,10 +26,8 @@ def cluster_windows(embeddings: np.ndarray, threshold: float, min_windows: int,
                     min_share: float = 0.0) -> np.ndarray:
     """One cluster label per window (0, 1, ... in order of first appearance)."""
     n = len(embeddings)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    if n == 1:
-        return np.zeros(1, dtype=np.int64)
+    if n < 2:
+        return np.zeros(n, dtype=np.int64)
     from scipy.cluster.hierarchy import fcluster, linkage
 
     x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
@@ -48,22 +45,16 @@ def cluster_windows(embeddings: np.ndarray, threshold: float, min_windows: int,
     return np.array([order[c] for c in labels], dtype=np.int64)
 
 
-class SpeakerEmbedStage(Stage):
+class SpeakerEmbedStage(ModelStage):
     """segment rows -> + `speaker_embeddings` (speech segments of at least min_segment_s)."""
 
     name = "speaker_embed"
-    uses_model = True
     requires = ("audio", "content_type", "duration_s", "reject_reason")
     adds = pa.schema(EMBED_FIELDS)
     # The GE2E LSTM runs at ~100x real time on one thread.
     resources = StageResources(num_cpus=0.5, concurrency=1, batch_size=8)
 
-    def __init__(self, cfg: SpeakersConfig, models: dict[str, ModelEntry], model_cache_dir: str,
-                 storage: StorageConfig | None = None):
-        super().__init__()
-        self.cfg = cfg
-        self.registry = ModelRegistry(models, model_cache_dir, storage)
-        self.encoder = None
+    cfg: SpeakersConfig
 
     def setup(self) -> None:
         from model_serving.speaker_encoder import load_speaker_encoder

@@ -10,12 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from model_serving.registry import ModelRegistry
 from operators.audio import from_bytes, rms_dbfs, to_bytes
-from operators.base import Stage, rows_to_table
+from operators.base import ModelStage, rows_to_table
 from operators.segmenting import FRAME, RATE, plan_segments
 from schemas import reasons
-from schemas.config import ModelEntry, SegmentConfig, StageResources, StorageConfig
+from schemas.config import SegmentConfig, StageResources
 from schemas.tables import AUDIO_FIELD, DROP_FIELDS, RECORDING_AUDIO_FIELD, SEGMENT_FIELDS
 
 
@@ -23,22 +22,15 @@ def segment_id(recording_id: str, index: int) -> str:
     return f"{recording_id}-{index:05d}"
 
 
-class VadSegmentStage(Stage):
+class VadSegmentStage(ModelStage):
     name = "vad"
-    uses_model = True
     requires = ("recording_id", "reject_reason", "recording_audio")
     adds = pa.schema(SEGMENT_FIELDS + DROP_FIELDS + [AUDIO_FIELD])
     consumes = (RECORDING_AUDIO_FIELD.name,)
     # Silero runs at hundreds of times real time on one thread: one small actor suffices.
     resources = StageResources(num_cpus=0.5, concurrency=1, batch_size=1)
 
-    def __init__(self, cfg: SegmentConfig, models: dict[str, ModelEntry], model_cache_dir: str,
-                 storage: StorageConfig | None = None):
-        super().__init__()
-        self.cfg = cfg
-        self.registry = ModelRegistry(models, model_cache_dir, storage)
-        self.vad = None
-        self.model_label = None
+    cfg: SegmentConfig
 
     def setup(self) -> None:
         from model_serving.silero_vad import SileroVad

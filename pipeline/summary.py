@@ -76,5 +76,5 @@ def format_summary(s: dict, prefix: str) -> str:
     for table, files in s["files"].items():
         for f in files:
             lines.append(f"    {f['path']:<36} {f['rows']} rows")
-    lines.append(f"    summary.json")
+    lines.append("    summary.json")
     return "\n".join(lines)

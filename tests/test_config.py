@@ -25,6 +25,7 @@ def test_cluster_config_parses_and_names_production_models():
     families = {cfg.models[s.model].family for s in cfg.asr.systems}
     assert families == {"whisper-ct2", "pocketsphinx"}  # two independent families
     assert cfg.ray.resources["asr"].num_gpus == 1.0
+    assert cfg.models[cfg.events.model].family == "panns-cnn14" and cfg.events.device == "cuda"
 
 
 def test_set_overrides_are_typed_and_nested():
@@ -71,6 +72,12 @@ def test_missing_required_key(tmp_path):
     ("asr.systems=[{name: x, model: asr/unknown}]", "asr/unknown"),
     ("asr.systems=[]", "asr.systems is empty"),
     ("agreement.unverified_policy=ignore", "unverified_policy"),
+    ("measures.clip_level=1.5", "measures.clip_level"),
+    ("measures.pitch_fmin_hz=600", "pitch_fmin_hz"),
+    ("events.top_k=0", "events.top_k"),
+    ("events.model=events/unknown", "events/unknown"),
+    ("speakers.hop_s=3", "speakers.hop_s"),
+    ("speakers.model=speakers/unknown", "speakers/unknown"),
 ])
 def test_values_are_validated(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -222,7 +222,9 @@ def test_panns_import_touches_no_network_and_writes_only_its_work_dir(tmp_path,
         from model_serving.event_tagger import load_event_tagger
         from model_serving.registry import ResolvedModel
         t = load_event_tagger(ResolvedModel("events/panns-test", "seeded-0", "panns-cnn14",
-                                            Path({model_dir!r})), work_dir=Path({str(work)!r}))
+                                            Path({model_dir!r}),
+                                            ("Cnn14_seeded.pth", "class_labels_indices.csv")),
+                              work_dir=Path({str(work)!r}))
         print(len(t.classes))
     """)
     env = {**os.environ, "HOME": str(home), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
