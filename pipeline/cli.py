@@ -8,7 +8,8 @@ import logging
 import sys
 
 from pipeline import __version__
-from pipeline.errors import (EXIT_CONFIG, EXIT_INTERNAL, EXIT_MODEL, EXIT_STORAGE, ConfigError)
+from pipeline.errors import (EXIT_CONFIG, EXIT_ENDPOINT, EXIT_INTERNAL, EXIT_MODEL, EXIT_STORAGE,
+                             ConfigError, find_cause)
 
 EPILOG = """exit codes:
   0  success
@@ -17,6 +18,7 @@ EPILOG = """exit codes:
   3  storage error (endpoint unreachable, bad credentials, missing bucket, failed write)
   4  the run finished but more inputs were rejected than run.max_failed_fraction allows
   5  model error (a registry entry whose files are missing or corrupt)
+  6  endpoint error (the caption endpoint is unreachable, serves another model, or died)
 """
 
 
@@ -64,15 +66,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"audioverse: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as exc:  # noqa: BLE001 - classified below; bugs keep their traceback
+        from model_serving.chat_client import EndpointError
         from model_serving.registry import ModelError
         from model_serving.s3client import StorageError
 
-        if isinstance(exc, StorageError):
-            print(f"audioverse: storage error: {exc}", file=sys.stderr)
+        # A worker's error reaches the driver wrapped by Ray: look for ours in the chain.
+        cause = find_cause(exc, (StorageError, ModelError, EndpointError))
+        if isinstance(cause, StorageError):
+            print(f"audioverse: storage error: {cause}", file=sys.stderr)
             return EXIT_STORAGE
-        if isinstance(exc, ModelError):
-            print(f"audioverse: model error: {exc}", file=sys.stderr)
+        if isinstance(cause, ModelError):
+            print(f"audioverse: model error: {cause}", file=sys.stderr)
             return EXIT_MODEL
+        if isinstance(cause, EndpointError):
+            print(f"audioverse: endpoint error: {cause}", file=sys.stderr)
+            return EXIT_ENDPOINT
         log.exception("internal error")
         print(f"audioverse: internal error: {type(exc).__name__}: {exc} (this is a bug; "
               f"the traceback is above)", file=sys.stderr)

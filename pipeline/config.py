@@ -111,6 +111,8 @@ def model_roles(cfg: PipelineConfig) -> dict[str, str]:
     roles = {"vad": cfg.segment.vad_model, "events": cfg.events.model,
              "speakers": cfg.speakers.model}
     roles.update({f"asr:{s.name}": s.model for s in cfg.asr.systems})
+    if cfg.caption.enabled and not cfg.caption.endpoint.url:
+        roles["caption"] = cfg.caption.local_server.model  # the embedded server's GGUF
     return roles
 
 
@@ -151,6 +153,20 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
     if not 0.1 <= sp.hop_s <= 1.6 or not 0.0 < sp.distance_threshold < 2.0:
         raise ConfigError(f"{source}: need 0.1 <= speakers.hop_s <= 1.6 (the window) and "
                           f"speakers.distance_threshold within (0, 2) (cosine distance)")
+    c = cfg.caption
+    if c.endpoint.url is not None and not c.endpoint.url.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: caption.endpoint.url must be an http(s):// URL ending in "
+                          f"/v1, got {c.endpoint.url!r}")
+    if c.endpoint.hears_audio and c.endpoint.url is None:
+        raise ConfigError(f"{source}: caption.endpoint.hears_audio needs caption.endpoint.url "
+                          f"(the embedded server runs a text model, which cannot hear)")
+    if c.concurrency < 1 or c.max_attempts < 1 or c.breaker_failures < 1 or c.max_tokens < 16:
+        raise ConfigError(f"{source}: caption.concurrency, caption.max_attempts and "
+                          f"caption.breaker_failures must be at least 1, caption.max_tokens at "
+                          f"least 16")
+    if c.timeout_s <= 0 or c.backoff_base_s < 0 or c.backoff_max_s < c.backoff_base_s:
+        raise ConfigError(f"{source}: need caption.timeout_s > 0 and 0 <= "
+                          f"caption.backoff_base_s <= caption.backoff_max_s")
     from pipeline.dag import STAGES
 
     names = [s.name for s in STAGES]
@@ -158,3 +174,13 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
         if k not in names:
             raise ConfigError(f"{source}: unknown key 'ray.resources.{k}' (stages: "
                               f"{', '.join(names)})")
+    if cfg.ray.address is None and cfg.ray.num_cpus is not None:
+        from pipeline.dag import cpu_claims
+
+        actors, task = cpu_claims(cfg)
+        if actors + task > cfg.ray.num_cpus:
+            raise ConfigError(
+                f"{source}: the model stages' actors claim {actors:g} of ray.num_cpus="
+                f"{cfg.ray.num_cpus} logical CPUs, leaving less than the {task:g} a decode task "
+                f"needs: the run would hang. Raise ray.num_cpus (logical CPUs may exceed the "
+                f"physical ones) or lower ray.resources.<stage>.num_cpus")

@@ -1,7 +1,7 @@
 """Build the Ray Data DAG: listing -> decode -> VAD -> signal measures -> acoustic events -> ASR
 (several systems) -> agreement -> hallucination rules -> speaker embeddings, then, per recording,
-speaker clustering. The only module that knows Ray's scheduling knobs; each stage's resources come
-from `ray.resources.<stage>` in the config.
+speaker clustering, then captions (which need the speaker count). The only module that knows
+Ray's scheduling knobs; each stage's resources come from `ray.resources.<stage>` in the config.
 
 Row stages stream (`map_batches`); a recording stage (one that declares `group_key`) needs every
 row of a recording at once, so it runs as `groupby(...).map_groups(...)` after the segment audio
@@ -9,12 +9,14 @@ has been dropped (the shuffle then moves only small rows)."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import pyarrow as pa
 
 from operators.agreement import AgreementStage
 from operators.asr import AsrStage
 from operators.base import Stage
+from operators.caption import CaptionStage
 from operators.decode import DecodeStage
 from operators.events import EventsStage
 from operators.hallucination import HallucinationStage
@@ -30,7 +32,7 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 
 STAGES: tuple[type[Stage], ...] = (DecodeStage, VadSegmentStage, MeasuresStage, EventsStage,
                                    AsrStage, AgreementStage, HallucinationStage,
-                                   SpeakerEmbedStage, SpeakerClusterStage)
+                                   SpeakerEmbedStage, SpeakerClusterStage, CaptionStage)
 
 _task_stages: dict[int, Stage] = {}
 
@@ -43,7 +45,17 @@ def _run_task_stage(batch: pa.Table, stage_cls: type[Stage], kwargs: dict) -> pa
     return _task_stages[key](batch)
 
 
-def stage_plan(cfg: PipelineConfig, storage) -> list[tuple[type[Stage], dict]]:
+@dataclass(frozen=True)
+class CaptionEndpoint:
+    """Where the caption stage sends its requests: resolved by the driver before Ray starts
+    (the embedded server's port is only known once it runs)."""
+
+    url: str
+    model_label: str
+
+
+def stage_plan(cfg: PipelineConfig, storage, caption: CaptionEndpoint | None = None
+               ) -> list[tuple[type[Stage], dict]]:
     registry = {"models": dict(cfg.models), "model_cache_dir": cfg.model_cache_dir,
                 "storage": storage}
     return [
@@ -57,6 +69,9 @@ def stage_plan(cfg: PipelineConfig, storage) -> list[tuple[type[Stage], dict]]:
         (HallucinationStage, {"cfg": cfg.hallucination}),
         (SpeakerEmbedStage, {"cfg": cfg.speakers, **registry}),
         (SpeakerClusterStage, {"cfg": cfg.speakers}),
+        (CaptionStage, {"cfg": cfg.caption, "endpoint_url": caption.url if caption else None,
+                        "model_label": caption.model_label if caption else None,
+                        "storage": storage, "decode_cfg": cfg.decode}),
     ]
 
 
@@ -64,6 +79,20 @@ def stage_resources(cfg: PipelineConfig, stage_cls: type[Stage]) -> StageResourc
     """What the stage declares, with `ray.resources.<stage>` from the config applied on top."""
     override = cfg.ray.resources.get(stage_cls.name)
     return override.apply(stage_cls.resources) if override else stage_cls.resources
+
+
+def cpu_claims(cfg: PipelineConfig) -> tuple[float, float]:
+    """(CPUs the model actors hold for the whole run, CPUs of the largest task). Actors keep
+    their CPUs while idle; if they leave less than one task's worth, no decode task is ever
+    scheduled and the run hangs without an error, so the config check refuses that."""
+    actors = tasks = 0.0
+    for stage_cls in STAGES:
+        res = stage_resources(cfg, stage_cls)
+        if stage_cls.uses_model:
+            actors += res.num_cpus * res.concurrency
+        else:
+            tasks = max(tasks, res.num_cpus)
+    return actors, tasks
 
 
 def apply_stage(ds, stage_cls: type[Stage], kwargs: dict, res: StageResources):
@@ -84,7 +113,8 @@ def apply_stage(ds, stage_cls: type[Stage], kwargs: dict, res: StageResources):
                           compute=TaskPoolStrategy(size=res.concurrency), **common)
 
 
-def build_dataset(listing: pa.Table, cfg: PipelineConfig, storage):
+def build_dataset(listing: pa.Table, cfg: PipelineConfig, storage,
+                  caption: CaptionEndpoint | None = None):
     """The streaming dataset of result rows (segments and rejects), without audio."""
     import ray
 
@@ -93,7 +123,7 @@ def build_dataset(listing: pa.Table, cfg: PipelineConfig, storage):
     blocks = [listing.slice(i, per_block) for i in range(0, listing.num_rows, per_block)]
     ds = ray.data.from_arrow(blocks)
     audio_dropped = False
-    for stage_cls, kwargs in stage_plan(cfg, storage):
+    for stage_cls, kwargs in stage_plan(cfg, storage, caption):
         if getattr(stage_cls, "group_key", None) and not audio_dropped:
             ds, audio_dropped = ds.drop_columns([AUDIO_FIELD.name]), True
         ds = apply_stage(ds, stage_cls, kwargs, stage_resources(cfg, stage_cls))

@@ -12,12 +12,14 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from model_serving.registry import ModelRegistry
-from model_serving.s3client import resolve_storage
+from model_serving.chat_client import EndpointError
+from model_serving.registry import ModelError, ModelRegistry
+from model_serving.s3client import StorageError, resolve_storage
 from operators.storage import ObjectStore
+from pipeline.caption_service import caption_service, check_configured_endpoint
 from pipeline.config import model_roles
 from pipeline.dag import build_dataset, init_ray
-from pipeline.errors import EXIT_OK, EXIT_TOO_MANY_FAILED
+from pipeline.errors import EXIT_OK, EXIT_TOO_MANY_FAILED, find_cause
 from pipeline.listing import list_inputs
 from operators.logs import set_run_id, stage_logger
 from pipeline.publish import (read_summary, run_prefix, split_results, write_summary,
@@ -46,7 +48,8 @@ class RunResult:
 
 
 def preflight(cfg: PipelineConfig, store: ObjectStore) -> dict:
-    """Check storage and models before any work. Raises StorageError / ModelError."""
+    """Check storage, models and a configured caption endpoint before any work. Raises
+    StorageError / ModelError / EndpointError."""
     stage_logger("preflight").info("checking %s and %s", cfg.input.uri, cfg.output.uri)
     store.check_bucket(cfg.input.uri)
     store.check_bucket(cfg.output.uri)
@@ -56,6 +59,7 @@ def preflight(cfg: PipelineConfig, store: ObjectStore) -> dict:
         resolved = registry.resolve(name)  # joins packaged weights into the cache once, here
         models[role] = resolved.label
         stage_logger("preflight").info("model %s ok (%s)", resolved.label, resolved.directory)
+    check_configured_endpoint(cfg)
     return models
 
 
@@ -128,17 +132,26 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None,
                     stale, run_id)
 
     if listing.num_rows:
-        started_ray = init_ray(cfg)
-        try:
-            # Workers get the config's storage section, not the resolved keys: they read the
-            # AWS_* variables of their own environment (a mounted secret on a cluster), so
-            # credentials never travel inside task arguments.
-            results = _collect(build_dataset(listing, cfg, cfg.storage), listing.num_rows,
-                               cfg.run.progress_interval_s)
-        finally:
-            if started_ray:
-                import ray
-                ray.shutdown()
+        registry = ModelRegistry(cfg.models, cfg.model_cache_dir, store.cfg)
+        with caption_service(cfg, registry) as caption:
+            started_ray = init_ray(cfg)
+            try:
+                # Workers get the config's storage section, not the resolved keys: they read
+                # the AWS_* variables of their own environment (a mounted secret on a cluster),
+                # so credentials never travel inside task arguments.
+                results = _collect(build_dataset(listing, cfg, cfg.storage, caption),
+                                   listing.num_rows, cfg.run.progress_interval_s)
+            except Exception as exc:
+                # A worker's user-facing error (a dead caption endpoint) arrives wrapped by Ray;
+                # raise it as itself so the caller reports it, not a Ray traceback.
+                cause = find_cause(exc, (EndpointError, StorageError, ModelError))
+                if cause is None or cause is exc:
+                    raise
+                raise cause from exc
+            finally:
+                if started_ray:
+                    import ray
+                    ray.shutdown()
     else:
         results = None
     if results is None:

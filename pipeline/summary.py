@@ -47,9 +47,27 @@ def build_summary(*, run_id: str, status: str, inputs: int, annotations: pa.Tabl
         "segment_hours_by_content_type": {k: round(v, 6) for k, v in sorted(hours_by_type.items())},
         "wall_s": round(wall_s, 2),
         "real_time_factor": round(wall_s / audio_s, 4) if audio_s else None,
+        "captions": _caption_counts(annotations),
         "files": files,
         "models": models,
         "limits": limits,
+    }
+
+
+def _caption_counts(ann: pa.Table) -> dict:
+    """How the captioner did: where captions came from, how many needed repair or correction."""
+    rows = ann.select(["caption_source", "caption_description", "caption_repaired",
+                       "caption_flags", "drop_reason"]).to_pylist()
+    captioned = [r for r in rows if r["caption_description"] is not None]
+    return {
+        "sources": _counts(pa.chunked_array([[r["caption_source"] for r in captioned]],
+                                            pa.string())),
+        "captioned": len(captioned),
+        "repaired": sum(1 for r in captioned if r["caption_repaired"]),
+        "corrected": sum(1 for r in captioned
+                         if any(f.startswith("corrected:") for f in r["caption_flags"] or [])),
+        "invalid": sum(1 for r in rows if r["drop_reason"] == "caption_invalid"),
+        "endpoint_errors": sum(1 for r in rows if r["drop_reason"] == "caption_error"),
     }
 
 
@@ -65,6 +83,11 @@ def format_summary(s: dict, prefix: str) -> str:
     lines.append(f"  segments          {s['segments']} ({by_type}); {s['segments_kept']} kept")
     for reason, n in s["segments_dropped_by_reason"].items():
         lines.append(f"    dropped   {reason:<22} {n}")
+    c = s.get("captions") or {}
+    if c:
+        sources = ", ".join(f"{k} {v}" for k, v in c["sources"].items()) or "none"
+        lines.append(f"  captions          {c['captioned']} ({sources}); {c['repaired']} repaired, "
+                     f"{c['corrected']} corrected from measurements, {c['invalid']} invalid")
     rtf = s["real_time_factor"]
     lines += [
         f"  audio             {s['audio_hours'] * 60:.2f} min decoded, "

@@ -143,6 +143,42 @@ class SpeakersConfig:
 
 
 @dataclass(frozen=True)
+class CaptionEndpointConfig:
+    """An OpenAI-compatible chat-completions endpoint. With `url` unset, the run starts the
+    embedded server (`caption.local_server`) on loopback and stops it at the end."""
+
+    url: Optional[str] = None            # e.g. http://captioner:8000/v1 (vLLM, Ray Serve LLM)
+    model: str = "smollm2-135m"          # the model id the endpoint serves
+    api_key_env: Optional[str] = None    # environment variable holding the bearer token
+    hears_audio: bool = False            # true for an audio-LLM: the segment audio is sent
+
+
+@dataclass(frozen=True)
+class LocalLlmConfig:
+    model: str = "caption/smollm2-135m"  # registry entry of a GGUF file
+    threads: int = 2
+    context_tokens: int = 2048
+    startup_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class CaptionConfig:
+    enabled: bool = True
+    endpoint: CaptionEndpointConfig = field(default_factory=CaptionEndpointConfig)
+    local_server: LocalLlmConfig = field(default_factory=LocalLlmConfig)
+    constrained: bool = True             # send the JSON schema as response_format
+    max_tokens: int = 320                # a caption is ~150 tokens; a looping model stops here
+    seed: int = 0                        # decoding is greedy; the seed is for servers that sample
+    concurrency: int = 2                 # requests in flight per caption worker
+    timeout_s: float = 60.0              # per socket operation of one request
+    max_attempts: int = 4                # per request, with exponential backoff and jitter
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 8.0
+    breaker_failures: int = 8            # failed attempts in a row that stop the run
+    max_transcript_chars: int = 1000
+
+
+@dataclass(frozen=True)
 class StageResources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -167,7 +203,7 @@ class StageResourcesOverride:
 @dataclass(frozen=True)
 class RayConfig:
     address: Optional[str] = None        # None: start a local runtime; "auto": join a cluster
-    num_cpus: Optional[int] = 4          # logical CPUs of a local runtime (above the physical
+    num_cpus: Optional[int] = 6          # logical CPUs of a local runtime (above the physical
                                          # count, so actor pools cannot starve the read tasks)
     object_store_mb: int = 1024
     progress_bars: bool = False
@@ -213,6 +249,7 @@ class PipelineConfig:
     events: EventsConfig = field(default_factory=EventsConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
     agreement: AgreementConfig = field(default_factory=AgreementConfig)
     hallucination: HallucinationConfig = field(default_factory=HallucinationConfig)
     ray: RayConfig = field(default_factory=RayConfig)

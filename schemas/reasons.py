@@ -26,6 +26,8 @@ HALLUCINATION_REPETITION = "hallucination_repetition"
 HALLUCINATION_CHAR_RATE = "hallucination_char_rate"
 HALLUCINATION_LONG_WORD = "hallucination_long_word"
 HALLUCINATION_LENGTH = "hallucination_length"
+CAPTION_ERROR = "caption_error"          # the caption endpoint failed on it after retries
+CAPTION_INVALID = "caption_invalid"      # the reply could not be made a valid caption
 
 REJECT_REASONS = frozenset({
     UNSUPPORTED_EXTENSION, EMPTY_OBJECT, OBJECT_TOO_LARGE, READ_ERROR, UNDECODABLE,
@@ -34,5 +36,5 @@ REJECT_REASONS = frozenset({
 DROP_REASONS = frozenset({
     TOO_SHORT, CLIPPING, ASR_ERROR, UNVERIFIED, ASR_DISAGREEMENT, EMPTY_TRANSCRIPT,
     HALLUCINATION_REPETITION, HALLUCINATION_CHAR_RATE, HALLUCINATION_LONG_WORD,
-    HALLUCINATION_LENGTH,
+    HALLUCINATION_LENGTH, CAPTION_ERROR, CAPTION_INVALID,
 })

