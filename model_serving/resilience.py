@@ -56,6 +56,8 @@ class CircuitBreaker:
 
     def record_failure(self, error: Exception) -> None:
         with self._lock:
+            if self.opened:
+                return  # the message keeps the failures that opened it
             self._consecutive += 1
             self._last_error = str(error)[:300]
             if self._consecutive >= self.failure_threshold:

@@ -65,17 +65,17 @@ def reconcile(caption: Caption, row: dict, hears_audio: bool) -> tuple[Caption, 
             changes[key] = value
             flags.append(f"corrected:{key}")
     count = changes.get("speaker_count", caption.speaker_count)
+    blank = SpeakerCaption(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN)
     speakers = list(caption.speakers)
-    if len(speakers) != count:
-        blank = SpeakerCaption(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN)
-        speakers = (speakers + [blank] * count)[:count]
-        flags.append("corrected:speakers")
     if not hears_audio:
-        blank_voice = [SpeakerCaption(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN) for _ in speakers]
-        if caption.emotion != UNKNOWN or speakers != blank_voice:
+        # One unknown entry per speaker: a text model never heard a voice.
+        if caption.emotion != UNKNOWN or any(s != blank for s in speakers):
             flags.append("cleared:unheard")
         changes["emotion"] = UNKNOWN
-        speakers = blank_voice
+        speakers = [blank] * count
+    elif len(speakers) != count:
+        speakers = (speakers + [blank] * count)[:count]
+        flags.append("corrected:speakers")
     changes["speakers"] = speakers
     return dataclasses.replace(caption, **changes), flags
 

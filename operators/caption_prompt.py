@@ -29,14 +29,16 @@ Use "unknown" where the features do not tell. The description is one plain sente
 
 _HEARS = "You also get the segment's audio: listen to it."
 _TEXT_ONLY = ("You cannot hear the audio; you only see the features. Do not guess voices: "
-              "emotion, gender, age group and speaking style are \"unknown\".")
+              "emotion is \"unknown\" and the speakers list is empty.")
 
 
 def schema_keys(schema: dict) -> str:
     """The schema as one line per key, which small models follow better than raw JSON schema."""
     lines = []
     for key, spec in schema["properties"].items():
-        if key == "speakers":
+        if key == "speakers" and spec.get("maxItems") == 0:
+            lines.append('"speakers": [] (always empty: you cannot hear the voices)')
+        elif key == "speakers":
             inner = ", ".join(f'"{k}": one of {"|".join(v["enum"])}'
                               for k, v in spec["items"]["properties"].items())
             lines.append(f'"speakers": a list with one object per speaker (at most '

@@ -63,6 +63,19 @@ def preflight(cfg: PipelineConfig, store: ObjectStore) -> dict:
     return models
 
 
+def _unwrapped(batches):
+    """Re-raise a worker's user-facing error (a dead caption endpoint, say) as itself: Ray
+    delivers it wrapped, with only its traceback text, and the caller must report it, not a
+    Ray traceback."""
+    try:
+        yield from batches
+    except Exception as exc:
+        cause = find_cause(exc, (EndpointError, StorageError, ModelError))
+        if cause is None or cause is exc:
+            raise
+        raise cause from exc
+
+
 def _collect(ds, total: int, interval_s: float) -> pa.Table:
     """Stream result rows to the driver, logging progress every `interval_s`."""
     progress = stage_logger("progress")
@@ -71,7 +84,7 @@ def _collect(ds, total: int, interval_s: float) -> pa.Table:
     segments = 0
     t0 = last = time.monotonic()
     logged = None
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+    for batch in _unwrapped(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
         batches.append(batch)
         seen.update(batch.column("recording_id").to_pylist())
         segments += int(batch.column("segment_id").is_valid().to_numpy(zero_copy_only=False).sum())
@@ -141,13 +154,6 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None,
                 # so credentials never travel inside task arguments.
                 results = _collect(build_dataset(listing, cfg, cfg.storage, caption),
                                    listing.num_rows, cfg.run.progress_interval_s)
-            except Exception as exc:
-                # A worker's user-facing error (a dead caption endpoint) arrives wrapped by Ray;
-                # raise it as itself so the caller reports it, not a Ray traceback.
-                cause = find_cause(exc, (EndpointError, StorageError, ModelError))
-                if cause is None or cause is exc:
-                    raise
-                raise cause from exc
             finally:
                 if started_ray:
                     import ray

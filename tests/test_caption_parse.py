@@ -146,7 +146,9 @@ def test_text_only_schema_allows_only_unknown_for_voice_fields():
     speaker = schema["properties"]["speakers"]["items"]["properties"]
     for key in (k.split(".", 1)[1] for k in UNHEARD_BY_TEXT_MODEL if k.startswith("speakers.")):
         assert speaker[key]["enum"] == ["unknown"]
+    assert schema["properties"]["speakers"]["maxItems"] == 0  # filled from the measured count
     assert len(schema["properties"]["scene"]["enum"]) > 5  # still free where features tell
+    assert caption_json_schema(hears_audio=True)["properties"]["speakers"]["maxItems"] == 8
 
 
 def test_audio_request_carries_the_segment_as_wav():
