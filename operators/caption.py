@@ -113,6 +113,9 @@ class CaptionStage(Stage):
     def setup(self) -> None:
         if not self.cfg.enabled:
             return
+        if not self.endpoint_url:
+            raise ValueError("the caption stage needs its endpoint URL: the driver resolves it "
+                             "(pipeline/caption_service.py) and passes it to build_dataset")
         key = os.environ.get(self.cfg.endpoint.api_key_env) if self.cfg.endpoint.api_key_env \
             else None
         self.client = ChatClient(self.endpoint_url, self.cfg.endpoint.model, api_key=key,
