@@ -178,6 +178,41 @@ class CaptionConfig:
     max_transcript_chars: int = 1000
 
 
+def _default_weights() -> dict[str, dict[str, float]]:
+    return {
+        "speech": {"agreement": 0.30, "confidence": 0.15, "snr": 0.20, "content": 0.10,
+                   "clipping": 0.10, "duration": 0.10, "caption": 0.05},
+        "music": {"snr": 0.35, "content": 0.30, "clipping": 0.15, "duration": 0.10,
+                  "caption": 0.10},
+        "sound": {"snr": 0.35, "content": 0.30, "clipping": 0.15, "duration": 0.10,
+                  "caption": 0.10},
+    }
+
+
+def _default_durations() -> dict[str, list[float]]:
+    # [hard min, ideal from, ideal to, hard max] seconds: 1 inside the ideal range, falling
+    # linearly to 0 at the hard limits.
+    return {"speech": [1.0, 3.0, 20.0, 30.0], "music": [1.0, 5.0, 30.0, 60.0],
+            "sound": [0.5, 2.0, 15.0, 30.0]}
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Quality score (operators/quality.py): weights per content type, ramps, hard gates.
+    Not yet part of PipelineConfig: the release step of issue 6 will read it."""
+
+    weights: dict[str, dict[str, float]] = field(default_factory=_default_weights)
+    durations: dict[str, list[float]] = field(default_factory=_default_durations)
+    snr_floor_db: float = 5.0            # snr component 0 here...
+    snr_good_db: float = 30.0            # ...and 1 from here
+    clip_tolerance: float = 0.01         # clipped_ratio at which the clipping component is 0
+    corrected_caption: float = 0.75      # a valid caption the measurements had to correct
+    # Hard gates: below these a segment is not eligible, whatever its score.
+    min_snr_db: Optional[float] = 3.0
+    min_agreement: Optional[float] = 0.6  # speech only
+    min_duration_s: Optional[float] = 1.0
+
+
 @dataclass(frozen=True)
 class StageResources:
     num_cpus: float = 1.0
