@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import pyarrow as pa
 
@@ -41,9 +42,7 @@ def feature_rows(n: int) -> list[dict]:
 
 
 def run_mode(url: str, cfg, rows: list[dict], constrained: bool) -> dict:
-    stage = CaptionStage(cfg.caption.__class__(**{**cfg.caption.__dict__,
-                                                  "constrained": constrained,
-                                                  "concurrency": 1}),
+    stage = CaptionStage(replace(cfg.caption, constrained=constrained, concurrency=1),
                          endpoint_url=url, model_label="bench")
     t0 = time.monotonic()
     out = stage(pa.Table.from_pylist(rows)).to_pylist()

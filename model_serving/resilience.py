@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 from model_serving.chat_client import EndpointDown, EndpointError
@@ -67,7 +67,7 @@ class CircuitBreaker:
 @dataclass
 class CallStats:
     attempts: int = 0
-    errors: list[str] | None = None
+    errors: list[str] = field(default_factory=list)
 
 
 def call_with_retries(fn: Callable[[], T], policy: RetryPolicy, breaker: CircuitBreaker,
@@ -76,7 +76,6 @@ def call_with_retries(fn: Callable[[], T], policy: RetryPolicy, breaker: Circuit
     """Call `fn` until it succeeds, fails with a non-retryable error, or runs out of attempts
     (then the last EndpointError is raised). Raises EndpointDown as soon as the breaker is open."""
     rng = rng or random.Random()
-    stats.errors = stats.errors or []
     for attempt in range(policy.max_attempts):
         breaker.check()
         stats.attempts += 1

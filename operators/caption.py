@@ -126,6 +126,7 @@ class CaptionStage(Stage):
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency,
                                        thread_name_prefix="caption")
         self.rng = random.Random(self.cfg.seed)
+        self.store = ObjectStore(self.storage) if self.hears_audio else None
 
     def process(self, batch: pa.Table) -> pa.Table:
         if not self.cfg.enabled:
@@ -190,14 +191,13 @@ class CaptionStage(Stage):
         from model_serving.s3client import StorageError
         from operators.decode import Rejected, decode_audio_bytes
 
-        store = ObjectStore(self.storage)
         by_source: dict[str, list[int]] = {}
         for i in todo:
             by_source.setdefault(rows[i]["source_uri"], []).append(i)
         out, unreadable = {}, {}
         for uri, idx in by_source.items():
             try:
-                data = store.get(uri, etag=rows[idx[0]]["source_etag"])
+                data = self.store.get(uri, etag=rows[idx[0]]["source_etag"])
                 audio = decode_audio_bytes(data, self.decode_cfg.max_duration_s,
                                            self.decode_cfg.min_decoded_fraction).audio
             except (StorageError, Rejected) as exc:

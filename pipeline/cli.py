@@ -9,7 +9,7 @@ import sys
 
 from pipeline import __version__
 from pipeline.errors import (EXIT_CONFIG, EXIT_ENDPOINT, EXIT_INTERNAL, EXIT_MODEL, EXIT_STORAGE,
-                             ConfigError, find_cause)
+                             ConfigError)
 
 EPILOG = """exit codes:
   0  success
@@ -70,16 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         from model_serving.registry import ModelError
         from model_serving.s3client import StorageError
 
-        # A worker's error reaches the driver wrapped by Ray: look for ours in the chain.
-        cause = find_cause(exc, (StorageError, ModelError, EndpointError))
-        if isinstance(cause, StorageError):
-            print(f"audioverse: storage error: {cause}", file=sys.stderr)
+        # Errors raised in Ray workers arrive here as themselves: the runner unwraps them.
+        if isinstance(exc, StorageError):
+            print(f"audioverse: storage error: {exc}", file=sys.stderr)
             return EXIT_STORAGE
-        if isinstance(cause, ModelError):
-            print(f"audioverse: model error: {cause}", file=sys.stderr)
+        if isinstance(exc, ModelError):
+            print(f"audioverse: model error: {exc}", file=sys.stderr)
             return EXIT_MODEL
-        if isinstance(cause, EndpointError):
-            print(f"audioverse: endpoint error: {cause}", file=sys.stderr)
+        if isinstance(exc, EndpointError):
+            print(f"audioverse: endpoint error: {exc}", file=sys.stderr)
             return EXIT_ENDPOINT
         log.exception("internal error")
         print(f"audioverse: internal error: {type(exc).__name__}: {exc} (this is a bug; "

@@ -26,6 +26,8 @@ class FaultEndpoint:
         self.script = list(script)
         self.model = model
         self.requests: list[dict] = []
+        self.in_flight = 0
+        self.max_in_flight = 0  # most chat requests being answered at once
         self._lock = threading.Lock()
         outer = self
 
@@ -49,6 +51,15 @@ class FaultEndpoint:
                 with outer._lock:
                     outer.requests.append(body)
                     step = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
+                    outer.in_flight += 1
+                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                try:
+                    self._answer(step)
+                finally:
+                    with outer._lock:
+                        outer.in_flight -= 1
+
+            def _answer(self, step: str):
                 if step.startswith("slow:"):
                     time.sleep(float(step.split(":", 1)[1]))
                     step = "ok"
