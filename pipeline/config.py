@@ -167,9 +167,10 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
     if c.timeout_s <= 0 or c.backoff_base_s < 0 or c.backoff_max_s < c.backoff_base_s:
         raise ConfigError(f"{source}: need caption.timeout_s > 0 and 0 <= "
                           f"caption.backoff_base_s <= caption.backoff_max_s")
+    _validate_release(cfg, source)
     from pipeline.dag import STAGES
 
-    names = [s.name for s in STAGES]
+    names = [s.name for s in STAGES] + ["tokenize"]  # tokenize: the release's GPU stage
     for k in cfg.ray.resources:
         if k not in names:
             raise ConfigError(f"{source}: unknown key 'ray.resources.{k}' (stages: "
@@ -184,3 +185,39 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
                 f"{cfg.ray.num_cpus} logical CPUs, leaving less than the {task:g} a decode task "
                 f"needs: the run would hang. Raise ray.num_cpus (logical CPUs may exceed the "
                 f"physical ones) or lower ray.resources.<stage>.num_cpus")
+
+
+def _validate_release(cfg: PipelineConfig, source: str) -> None:
+    r = cfg.release
+    if not 0.0 < r.fraction <= 1.0:
+        raise ConfigError(f"{source}: release.fraction must be within (0, 1], got {r.fraction}")
+    if r.unit not in ("segments", "hours"):
+        raise ConfigError(f"{source}: release.unit must be segments or hours, got {r.unit!r}")
+    allowed = ("language", "caption_source", "caption_scene", "transcript_system")
+    bad = [k for k in r.stratify_by if k not in allowed]
+    if bad:
+        raise ConfigError(f"{source}: release.stratify_by {bad} not supported (use any of "
+                          f"{', '.join(allowed)}; content type is always a stratum)")
+    if r.splits.validation < 0 or r.splits.test < 0 or r.splits.validation + r.splits.test >= 1:
+        raise ConfigError(f"{source}: release.splits.validation and .test must be >= 0 and "
+                          f"leave some share for train")
+    if r.tokenizer.model not in cfg.models:
+        raise ConfigError(f"{source}: model '{r.tokenizer.model}' (release.tokenizer.model) is "
+                          f"not declared under models:")
+    if r.tokenizer.batch_seconds <= 0 or r.tokenizer.max_batch_segments < 1:
+        raise ConfigError(f"{source}: release.tokenizer.batch_seconds must be > 0 and "
+                          f"max_batch_segments at least 1")
+    if r.shards.target_mb <= 0 or r.shards.row_group_rows < 1:
+        raise ConfigError(f"{source}: release.shards.target_mb must be > 0 and "
+                          f"row_group_rows at least 1")
+    q = r.quality
+    for ctype, weights in q.weights.items():
+        unknown = set(weights) - {"agreement", "confidence", "snr", "content", "clipping",
+                                  "duration", "caption"}
+        if unknown or any(w < 0 for w in weights.values()):
+            raise ConfigError(f"{source}: release.quality.weights.{ctype}: unknown components "
+                              f"{sorted(unknown)} or a negative weight")
+    for ctype, limits in q.durations.items():
+        if len(limits) != 4 or sorted(limits) != list(limits):
+            raise ConfigError(f"{source}: release.quality.durations.{ctype} must be 4 increasing "
+                              f"seconds [hard min, ideal from, ideal to, hard max]")

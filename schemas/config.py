@@ -199,7 +199,7 @@ def _default_durations() -> dict[str, list[float]]:
 @dataclass(frozen=True)
 class QualityConfig:
     """Quality score (operators/quality.py): weights per content type, ramps, hard gates.
-    Not yet part of PipelineConfig: the release step of issue 6 will read it."""
+    A release scores the dataset view with these; changing them needs no re-inference."""
 
     weights: dict[str, dict[str, float]] = field(default_factory=_default_weights)
     durations: dict[str, list[float]] = field(default_factory=_default_durations)
@@ -211,6 +211,47 @@ class QualityConfig:
     min_snr_db: Optional[float] = 3.0
     min_agreement: Optional[float] = 0.6  # speech only
     min_duration_s: Optional[float] = 1.0
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Split by recording: a hash of the source key (not its ETag, so a re-upload stays in
+    its split) against these shares; the rest is train."""
+
+    validation: float = 0.05
+    test: float = 0.05
+    salt: str = "audioverse-split-v1"    # changing it reshuffles every recording: don't
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    model: str = "tokenizer/mimi-seeded" # registry entry of a transformers audio codec
+    device: str = "cpu"                  # cuda on GPU workers (ray.resources.tokenize.num_gpus)
+    batch_seconds: float = 60.0          # audio per codec call; segments batched by length
+    max_batch_segments: int = 16
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    target_mb: float = 128.0             # a shard is closed once its codes reach this size
+    row_group_rows: int = 128            # small row groups: a reader streams without whole files
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    """`audioverse release`: select the top fraction of the dataset view, tokenize, shard."""
+
+    fraction: float = 0.10               # of eligible segments per stratum
+    unit: str = "segments"               # segments | hours: what the fraction counts
+    stratify_by: list[str] = field(default_factory=list)  # e.g. [language]; content type
+                                                          # is always a stratum
+    content_types: list[str] = field(default_factory=lambda: ["speech", "music", "sound"])
+    dedupe: bool = True                  # keep one copy of exactly equal decoded audio
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    splits: SplitConfig = field(default_factory=SplitConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
 
 
 @dataclass(frozen=True)
@@ -265,7 +306,7 @@ class ModelFile:
 class ModelEntry:
     """A model is a name -> where its weights are + the sha256 of every file. Never a hub."""
 
-    source: str                          # packaged | path | s3
+    source: str                          # packaged | path | s3 | seeded
     version: str
     files: dict[str, ModelFile]
     location: Optional[str] = None       # the directory (path) or s3://bucket/prefix/ (s3)
@@ -285,6 +326,7 @@ class PipelineConfig:
     asr: AsrConfig = field(default_factory=AsrConfig)
     speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
     agreement: AgreementConfig = field(default_factory=AgreementConfig)
     hallucination: HallucinationConfig = field(default_factory=HallucinationConfig)
     ray: RayConfig = field(default_factory=RayConfig)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "4"  # 2: several ASR systems, agreement, hallucination flags;
-                      # 3: signal measures, acoustic events, speakers; 4: captions
+SCHEMA_VERSION = "5"  # 2: several ASR systems, agreement, hallucination flags;
+                      # 3: signal measures, acoustic events, speakers; 4: captions;
+                      # 5: audio_sha256 (exact duplicates across keys)
 PIPELINE_RATE_HZ = 16000  # every stage sees mono float32 audio at this rate
 
 # --- columns shared by every row that flows through the DAG: which object it came from --------
@@ -57,6 +58,7 @@ SEGMENT_FIELDS = [
     pa.field("speech_prob_mean", pa.float32()),
     pa.field("rms_dbfs", pa.float32()),
     pa.field("vad_model", pa.string()),
+    pa.field("audio_sha256", pa.string()),  # of the decoded 16 kHz float32 samples: exact copies
 ]
 
 # --- signal measures (operators/measures.py) ----------------------------------------------------
