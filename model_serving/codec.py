@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,19 @@ import numpy as np
 
 from model_serving.registry import ModelError, ResolvedModel
 
+# Never a hub: transformers must only read the directory it is given.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 SEEDED_SEED = 20261122
+
+
+def _quiet_transformers() -> None:
+    """No progress bars from transformers in a nightly job's log."""
+    from transformers.utils import logging as tlogging
+
+    tlogging.disable_progress_bar()
+    tlogging.set_verbosity_error()
 # A small Mimi: 24 kHz, 12.5 frames/s, 8 codebooks x 2048, ~1.1 M parameters. Small so the
 # local release and the tests tokenize at many times real time on one CPU thread.
 SEEDED_MIMI_CONFIG = dict(
@@ -33,6 +46,7 @@ def write_seeded_codec(directory: str | Path, seed: int = SEEDED_SEED) -> Path:
     import torch
     from transformers import MimiConfig, MimiModel
 
+    _quiet_transformers()
     directory = Path(directory)
     config = MimiConfig(**SEEDED_MIMI_CONFIG)
     model = MimiModel(config).eval()
@@ -85,6 +99,7 @@ class AudioCodec:
         import torch
         from transformers import AutoConfig, AutoModel
 
+        _quiet_transformers()
         torch.set_num_threads(threads)
         directory = resolved.directory
         try:

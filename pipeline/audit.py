@@ -80,15 +80,15 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
     audit = subparsers.add_parser(
         "audit",
         help="SQL and an HTML report over a run's or a release's Parquet on S3",
-        description="Open a committed run (summary.json) or a finished release (manifest.json) "
-                    "in DuckDB. Without --sql, write an HTML report with PNG plots (hours by "
-                    "language and content type, kept fraction, drop reasons, quality scores, "
-                    "durations, event tags, speaker counts); with --sql, print the result of "
+        description="Open a committed run (summary.json) or a finished release (manifest.json)\n"
+                    "in DuckDB. Without --sql, write an HTML report with PNG plots (hours by\n"
+                    "language and content type, kept fraction, drop reasons, quality scores,\n"
+                    "durations, event tags, speaker counts); with --sql, print the result of\n"
                     "one query as a text table.",
         epilog=AUDIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    audit.add_argument("uri", help="s3://bucket/prefix/runs/<run_id>/ or "
-                                   "s3://bucket/prefix/releases/<release_id>/ (trailing / optional)")
+    audit.add_argument("uri", help="s3://bucket/prefix/runs/<run_id>/ or s3://bucket/prefix/"
+                                   "releases/<release_id>/ (trailing / optional)")
     audit.add_argument("--config", default=None, metavar="CONFIG",
                        help="YAML config whose `storage:` section says how to reach S3 "
                             "(default: the AWS_* environment variables)")

