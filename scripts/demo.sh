@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: start the local S3 server, stage the real demo corpus, run the pipeline on it.
+# `make demo`: start the local S3 server, stage the real demo corpus, run the pipeline on it,
+# build a release over every committed demo run, and write its audit report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_DIR=.local/s3
@@ -9,18 +10,33 @@ BUCKET=audioverse-demo
 eval "$(.venv/bin/python -m infra.local_s3 env --data-dir "$DATA_DIR")"
 .venv/bin/python -m infra.demo_corpus demo --uri "s3://$BUCKET/raw/"
 
-RUN_ID="demo-$(date -u +%Y%m%dT%H%M%SZ)"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+RUN_ID="demo-$STAMP"
+RELEASE_ID="demo-$STAMP"
+REPORT=".local/audit-$RELEASE_ID"
 set +e
 .venv/bin/audioverse run configs/local.yaml --run-id "$RUN_ID" "$@"
 code=$?
+if [ $code -eq 0 ]; then
+  # The release is over the whole dataset view: every committed demo run so far.
+  .venv/bin/audioverse release configs/local.yaml --release-id "$RELEASE_ID"
+  code=$?
+fi
+if [ $code -eq 0 ]; then
+  .venv/bin/audioverse audit "s3://$BUCKET/releases/$RELEASE_ID/" --out "$REPORT"
+  code=$?
+fi
 set -e
 cat <<TXT
 
-Results: s3://$BUCKET/runs/$RUN_ID/ on the local S3 server ($AWS_ENDPOINT_URL), which keeps
-running so you can read them:
+Results on the local S3 server ($AWS_ENDPOINT_URL), which keeps running so you can read them:
+  run      s3://$BUCKET/runs/$RUN_ID/          annotations/, rejects/, summary.json
+  release  s3://$BUCKET/releases/$RELEASE_ID/  train/ validation/ test/ shards, selection/, manifest.json
+  report   $REPORT/index.html (open it in a browser)
+Query them:
   eval "\$(.venv/bin/python -m infra.local_s3 env)"
+  .venv/bin/audioverse audit s3://$BUCKET/runs/$RUN_ID/ --sql "SELECT content_type, count(*) FROM annotations GROUP BY 1"
   .venv/bin/python -c "import pandas as pd; print(pd.read_parquet('s3://$BUCKET/runs/$RUN_ID/annotations/'))"
-  .venv/bin/python -c "import pandas as pd; print(pd.read_parquet('s3://$BUCKET/runs/$RUN_ID/rejects/'))"
 Stop the server with: make s3-stop
 TXT
 exit $code

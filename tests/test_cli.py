@@ -70,7 +70,9 @@ def test_too_many_rejected_inputs_is_exit_4_with_json_summary(s3_server, demo_co
     proc, _ = run_cli("run", str(LOCAL_CONFIG), "--json", "--run-id", "cli-bad-only",
                       "--set", f"input.uri=s3://{TEST_BUCKET}/raw/bad/",
                       "--set", f"output.uri=s3://{TEST_BUCKET}/",
-                      "--set", "ray.object_store_mb=300", timeout=300)
+                      "--set", "ray.object_store_mb=300",
+                      "--set", "caption.enabled=false",  # nothing to caption: all rejected
+                      timeout=300)
     assert proc.returncode == 4, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)  # stdout is exactly one JSON object
     assert summary["status"] == "too_many_failed_inputs"

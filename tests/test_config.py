@@ -44,7 +44,7 @@ def test_set_overrides_are_typed_and_nested():
     ("segmnet.threshold=0.4", "segmnet"),                         # typo in a section
     ("ray.resources.asr.num_gpu=1", "ray.resources.asr.num_gpu"),  # inside a dict of sections
     ("models.asr/whisper-base.sha=abc", "models.asr/whisper-base.sha"),
-    ("ray.resources.tokenize.num_cpus=1", "ray.resources.tokenize"),  # no such stage
+    ("ray.resources.tokenise.num_cpus=1", "ray.resources.tokenise"),  # no such stage
 ])
 def test_unknown_key_is_an_error_naming_it(override, named):
     with pytest.raises(ConfigError) as err:

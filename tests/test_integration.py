@@ -220,10 +220,16 @@ def test_kept_segments_have_valid_captions_that_agree_with_measurements(first_ru
 
 
 def test_second_run_gives_identical_rows(first_run, local_config):
+    import pyarrow.compute as pc
+
     _, _, ann_a, rej_a = first_run
-    result = run_pipeline(local_config(), run_id="it-b")
+    # The first 14 objects by key (bad/, cmu_cards/, librivox/: every reject, the speech with
+    # ASR, speakers and captions) keep the test within the suite's time budget.
+    result = run_pipeline(local_config("input.limit=14"), run_id="it-b")
     _, ann_b, rej_b = read_run(result.prefix)
-    assert ann_a.drop_columns(["run_id"]).equals(ann_b.drop_columns(["run_id"]))
+    assert ann_b.num_rows > 0 and rej_b.num_rows == len(EXPECTED_REJECTS)
+    same = pc.is_in(ann_a.column("recording_id"), value_set=ann_b.column("recording_id"))
+    assert ann_a.filter(same).drop_columns(["run_id"]).equals(ann_b.drop_columns(["run_id"]))
     assert rej_a.drop_columns(["run_id"]).equals(rej_b.drop_columns(["run_id"]))
 
 
@@ -239,7 +245,8 @@ def test_rerun_of_a_committed_run_id_changes_nothing(first_run, local_config, s3
 
 def test_a_run_that_dies_while_publishing_leaves_nothing_complete(
         demo_corpus, ray_runtime, local_config, s3_client, monkeypatch):
-    cfg = local_config(f"input.uri=s3://{TEST_BUCKET}/raw/bad/")
+    # Every object under bad/ is rejected: nothing to caption, no caption server needed.
+    cfg = local_config(f"input.uri=s3://{TEST_BUCKET}/raw/bad/", "caption.enabled=false")
     real_put = ObjectStore.put
 
     def failing_put(self, uri, body, content_type="application/octet-stream"):
