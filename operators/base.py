@@ -45,6 +45,11 @@ class Stage:
         missing = [c for c in self.requires if c not in batch.column_names]
         if missing:
             raise KeyError(f"stage '{self.name}' needs columns {missing}; got {batch.column_names}")
+        if "reject_reason" in batch.column_names and \
+                batch.column("reject_reason").null_count == 0:
+            # Every row is a rejected recording, which every stage passes on untouched: no
+            # need to load models for it (a batch of corrupt files costs no model start).
+            return conform(batch, self.output_schema(batch.schema))
         if not self._ready:
             run_ids = batch.column("run_id") if "run_id" in batch.column_names else None
             ensure_worker_logging(run_ids[0].as_py() if run_ids is not None and len(run_ids) else None)

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from operators.storage import ObjectStore
+from pipeline.errors import ConfigError
 from pipeline.publish import SUMMARY
 from schemas.config import PipelineConfig
 from schemas.tables import ANNOTATIONS_SCHEMA
@@ -90,6 +91,10 @@ def _read_annotations(store: ObjectStore, summary: dict) -> pa.Table:
 def build_view(store: ObjectStore, cfg: PipelineConfig) -> DatasetView:
     live = {(o.uri, o.etag) for o in store.list(cfg.input.uri) if not o.key.endswith("/")}
     runs = committed_runs(store, cfg.output.uri)
+    if not runs:
+        raise ConfigError(f"no committed run under {cfg.output.uri.rstrip('/')}/runs/ (a run "
+                          f"is committed once its summary.json exists): run `audioverse run` "
+                          f"with this config first, or check output.uri")
     tables = [_read_annotations(store, summary) for summary in runs]
     owner: dict[str, int] = {}          # recording_id -> index of the latest run that has it
     source: dict[str, tuple] = {}

@@ -207,3 +207,14 @@ def test_audit_report_and_sql_over_the_real_release_and_run(nights, tmp_path, ca
     assert main(["audit", run_prefix, "--sql",
                  "SELECT count(DISTINCT source_uri) AS n FROM annotations"]) == 0
     assert "1" in capsys.readouterr().out.split()      # night 2 saw only the new recording
+
+
+def test_release_without_any_committed_run_says_what_to_do(s3_server, capsys):
+    from pipeline.cli import main
+    from tests.conftest import LOCAL_CONFIG
+
+    code = main(["release", str(LOCAL_CONFIG), "--set", f"input.uri={RAW}",
+                 "--set", f"output.uri=s3://{TEST_BUCKET}/nothing-here/"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no committed run under" in err and "audioverse run" in err
+    assert "Traceback" not in err
