@@ -221,9 +221,11 @@ def _stacked(ax, x_labels: list[str], stacks: dict[str, list[float]], colors: di
     bottom = [0.0] * len(x_labels)
     positions = range(len(x_labels))
     for name, values in stacks.items():
+        values = [float(v or 0.0) for v in values]  # DuckDB sums can be Decimal
         ax.bar(positions, values, bottom=bottom, label=name, color=colors[name],
                edgecolor="white", linewidth=0.5)
         bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set_ylim(0, max(bottom) * 1.08)  # the whole stack, not only its first layer
     ax.set_xticks(list(positions), x_labels, rotation=45 if len(x_labels) > 5 else 0,
                   ha="right" if len(x_labels) > 5 else "center")
     ax.set_ylabel(ylabel)

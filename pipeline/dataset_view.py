@@ -52,6 +52,7 @@ class DatasetView:
     gone_recordings: int = 0                  # annotated, but the source is deleted/replaced
     superseded_recordings: int = 0            # annotated again by a later run
     run_models: dict = field(default_factory=dict)      # run id -> its summary's models
+    committed_runs: int = 0                   # committed runs read (some may contribute nothing)
 
     def frame(self) -> pd.DataFrame:
         """As pandas, index = row position in `table`."""
@@ -124,4 +125,4 @@ def build_view(store: ObjectStore, cfg: PipelineConfig) -> DatasetView:
              "(%d recordings gone from the source)", table.num_rows, len(live_ids), len(runs),
              gone)
     models = {s["run_id"]: s.get("models", {}) for s in runs if s["run_id"] in contributing}
-    return DatasetView(table, contributing, len(live_ids), gone, superseded, models)
+    return DatasetView(table, contributing, len(live_ids), gone, superseded, models, len(runs))

@@ -133,6 +133,7 @@ def run_release(cfg: PipelineConfig, release_id: str | None = None,
         "release_config": asdict(rcfg),
         "runs": view.runs,
         "dataset_view": {"recordings": view.recordings, "segments": view.table.num_rows,
+                         "committed_runs": view.committed_runs,
                          "gone_recordings": view.gone_recordings,
                          "superseded_recordings": view.superseded_recordings},
         "models": view.run_models,            # per contributing run: role -> name@version

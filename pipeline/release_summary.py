@@ -11,8 +11,9 @@ def format_release(m: dict, prefix: str, already_released: bool = False) -> str:
         lines.append(f"  !! {m['codec']['warning']}")
     lines += [
         f"  dataset view      {view['segments']} segments of {view['recordings']} live "
-        f"recordings from {len(m['runs'])} run(s); {view['gone_recordings']} recordings gone "
-        f"from the source",
+        f"recordings, latest annotations from {len(m['runs'])} of "
+        f"{view.get('committed_runs', len(m['runs']))} committed run(s); "
+        f"{view['gone_recordings']} recordings gone from the source",
         f"  eligible          {sel['eligible']} ({sel['duplicates']} exact duplicates left out)",
     ]
     for gate, n in sel["not_eligible_by_gate"].items():
