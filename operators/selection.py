@@ -39,13 +39,13 @@ def split_of(source_uri: str, cfg: SplitConfig) -> str:
     return "train"
 
 
-def _stratum(row: pd.Series, keys: list[str]) -> str:
-    parts = [str(row["content_type"])]
+def stratum_of(df: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """"speech", or "speech/en" with stratify_by [language]; a missing value is "unknown"."""
+    out = df["content_type"].astype(str)
     for key in keys:
-        value = row.get(key)
-        parts.append("unknown" if value is None or (isinstance(value, float) and
-                                                    math.isnan(value)) else str(value))
-    return "/".join(parts)
+        values = df[key] if key in df else pd.Series([None] * len(df), index=df.index)
+        out = out + "/" + values.astype(object).where(values.notna(), "unknown").astype(str)
+    return out
 
 
 def score_view(view: pd.DataFrame, cfg: ReleaseConfig) -> pd.DataFrame:
@@ -96,7 +96,7 @@ def select(view: pd.DataFrame, cfg: ReleaseConfig) -> tuple[pd.DataFrame, dict]:
     a summary: per stratum the eligible count, kept count, threshold score and hours)."""
     df = score_view(view, cfg)
     df = mark_duplicates(df) if cfg.dedupe else df.assign(duplicate_of=None)
-    df["stratum"] = [_stratum(r, cfg.stratify_by) for _, r in df.iterrows()] if len(df) else []
+    df["stratum"] = stratum_of(df, cfg.stratify_by) if len(df) else []
     df["split"] = [split_of(u, cfg.splits) for u in df["source_uri"]]
     df["rank_in_stratum"] = pd.array([pd.NA] * len(df), dtype="Int32")
     df["selected"] = False

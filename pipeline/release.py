@@ -173,11 +173,14 @@ def _tokenize(todo: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str, 
                   "decode_cfg": cfg.decode}
         ds = apply_stage(ray.data.from_arrow(blocks), TokenizeStage, kwargs, res)
         out, done, t0 = [], 0, time.monotonic()
+        last = t0
         for batch in _unwrapped(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
             out.append(batch)
             done += batch.num_rows
-            log.info("tokenized %d/%d segments, %.0fs", done, todo.num_rows,
-                     time.monotonic() - t0)
+            now = time.monotonic()
+            if now - last >= cfg.run.progress_interval_s or done == todo.num_rows:
+                log.info("tokenized %d/%d segments, %.0fs", done, todo.num_rows, now - t0)
+                last = now
     finally:
         if started:
             ray.shutdown()
