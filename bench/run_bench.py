@@ -5,10 +5,12 @@
 1. Starts the local S3 server (.local/s3) and stages the benchmark corpus (real recordings from
    Debian packages joined into ~60 s FLAC files) into s3://audioverse-bench/raw/.
 2. Runs the pipeline end to end on local Ray (the same code path as `audioverse run`).
-3. Runs each stage alone, in this process, as a plain sequential loop over the same inputs
-   (decode every object; VAD every decoded recording; ASR every speech segment).
+3. Runs each stage of the DAG alone, in this process, over the whole corpus (the output of the
+   stage before it), batched as configured; then a plain per-file loop: every object through
+   every stage in turn, with the same models.
 4. Prints one table. Ratios are taken within this one run, since machines here are noisy:
-   pipeline wall / slowest stage alone, and pipeline wall / the sequential loop (sum of stages).
+   pipeline wall / slowest stage alone, / the sum of the stages alone (they share the same
+   cores), and / the per-file loop.
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ BUCKET = "audioverse-bench"
 
 
 def _stage_alone(stage, batches: list[pa.Table]) -> tuple[list[pa.Table], float]:
-    stage(batches[0].slice(0, 0)) if batches else None  # load the model outside the timing
+    if not stage._ready:  # load the model outside the timing
+        stage.setup()
+        stage._ready = True
     t0 = time.perf_counter()
     out = [stage(b) for b in batches]
     return out, time.perf_counter() - t0
@@ -33,6 +37,13 @@ def _stage_alone(stage, batches: list[pa.Table]) -> tuple[list[pa.Table], float]
 
 def _chunks(table: pa.Table, size: int) -> list[pa.Table]:
     return [table.slice(i, size) for i in range(0, table.num_rows, size)]
+
+
+def _by_recording(table: pa.Table) -> list[pa.Table]:
+    import pyarrow.compute as pc
+
+    ids = table.column("recording_id")
+    return [table.filter(pc.equal(ids, rid)) for rid in pc.unique(ids).to_pylist()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from infra import demo_corpus, local_s3
-    from operators.asr import AsrStage
-    from operators.decode import DecodeStage
     from operators.storage import ObjectStore
-    from operators.vad import VadSegmentStage
     from pipeline.config import load_config
     from pipeline.dag import stage_resources
     from pipeline.listing import list_inputs
@@ -76,34 +84,52 @@ def main(argv: list[str] | None = None) -> int:
     pipeline_wall = s["wall_s"]
     audio_s = s["audio_hours"] * 3600
 
-    # --- each stage alone, as a plain sequential loop -------------------------------------------
-    listing = list_inputs(ObjectStore(StorageConfig()), cfg.input, "bench-stages")
-    decode = DecodeStage(StorageConfig(), cfg.input, cfg.decode)
-    decoded, t_decode = _stage_alone(decode, _chunks(listing, 1))
-    vad = VadSegmentStage(cfg.segment, cfg.models, cfg.model_cache_dir)
-    segmented, t_vad = _stage_alone(vad, decoded)
-    segments = pa.concat_tables(segmented)
-    asr = AsrStage(cfg.asr, cfg.models, cfg.model_cache_dir)
-    _, t_asr = _stage_alone(asr, _chunks(segments, stage_resources(cfg, AsrStage).batch_size))
+    # --- each stage alone over the whole corpus, then a plain per-file loop -------------------
+    # The same stage classes and models as the DAG, in this one process: each stage's wall time
+    # over all its input (batched as configured), then every file through every stage in turn.
+    from operators.caption import CaptionStage
+    from pipeline.dag import stage_plan
 
-    speech = [r for r in segments.select(["content_type", "duration_s", "drop_reason"]).to_pylist()
-              if r["content_type"] == "speech" and r["drop_reason"] is None]
-    speech_s = sum(r["duration_s"] for r in speech)
-    sequential = t_decode + t_vad + t_asr
-    slowest = max(t_decode, t_vad, t_asr)
+    plan = [(cls, kw) for cls, kw in stage_plan(cfg, StorageConfig())
+            if not (cls is CaptionStage and not cfg.caption.enabled)]
+    stages = [cls(**kw) for cls, kw in plan]
+    listing = list_inputs(ObjectStore(StorageConfig()), cfg.input, "bench-stages")
+    table, alone = listing, {}
+    for stage, (cls, _) in zip(stages, plan):
+        batches = (_by_recording(table) if getattr(cls, "group_key", None)
+                   else _chunks(table, stage_resources(cfg, cls).batch_size))
+        out, alone[cls.name] = _stage_alone(stage, batches)
+        table = pa.concat_tables(out)
+        print(f"  {cls.name:<16} alone: {alone[cls.name]:7.1f} s", flush=True)
+    t0 = time.perf_counter()
+    for i in range(listing.num_rows):  # the plain loop: one file through every model
+        rows = listing.slice(i, 1)
+        for stage in stages:
+            rows = stage(rows)
+    per_file = time.perf_counter() - t0
+
+    kept = table.select(["content_type", "duration_s", "drop_reason"]).to_pylist()
+    speech_s = sum(r["duration_s"] or 0 for r in kept if r["content_type"] == "speech")
+    stages_sum = sum(alone.values())
+    slowest_name = max(alone, key=alone.get)
+    slowest = alone[slowest_name]
 
     rows = [
         ("audio", f"{audio_s / 3600:.3f} h ({audio_s / 60:.1f} min, {s['inputs']} objects)"),
         ("segments", f"{s['segments']} ({', '.join(f'{k} {v}' for k, v in s['segments_by_content_type'].items())})"),
         ("pipeline wall (incl. Ray start)", f"{pipeline_wall:.1f} s"),
         ("pipeline real-time factor", f"{pipeline_wall / audio_s:.4f} ({audio_s / pipeline_wall:.1f}x real time)"),
-        ("decode alone", f"{t_decode:.1f} s  ({audio_s / t_decode:.0f}x real time)"),
-        ("VAD + segmenting alone", f"{t_vad:.1f} s  ({audio_s / t_vad:.0f}x real time)"),
-        ("ASR alone (speech only)", f"{t_asr:.1f} s  ({speech_s / t_asr:.1f}x real time over "
-                                    f"{speech_s / 60:.1f} min of speech, {len(speech)} segments)"),
-        ("sequential loop (sum of stages)", f"{sequential:.1f} s"),
-        ("pipeline / slowest stage alone", f"{pipeline_wall / slowest:.2f}"),
-        ("pipeline / sequential loop", f"{pipeline_wall / sequential:.2f}"),
+    ]
+    for name, t in alone.items():
+        over = speech_s if name in ("asr", "speaker_embed") else audio_s
+        what = "speech" if name in ("asr", "speaker_embed") else "audio"
+        rows.append((f"{name} alone", f"{t:7.1f} s  ({over / t:7.1f}x real time over the {what})"))
+    rows += [
+        ("sum of stages alone", f"{stages_sum:.1f} s"),
+        ("plain per-file loop (same models)", f"{per_file:.1f} s"),
+        ("pipeline / slowest stage alone", f"{pipeline_wall / slowest:.2f} ({slowest_name})"),
+        ("pipeline / sum of stages alone", f"{pipeline_wall / stages_sum:.2f}"),
+        ("pipeline / per-file loop", f"{pipeline_wall / per_file:.2f}"),
     ]
     width = max(len(k) for k, _ in rows)
     print("\nAudioVerse benchmark (configs/local.yaml, this machine: "
@@ -115,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     out = ROOT / ".local" / "bench" / "latest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "audio_s": audio_s, "pipeline_wall_s": pipeline_wall, "decode_s": t_decode,
-        "vad_s": t_vad, "asr_s": t_asr, "speech_s": speech_s, "summary": s,
+        "audio_s": audio_s, "pipeline_wall_s": pipeline_wall, "stages_alone_s": alone,
+        "per_file_loop_s": per_file, "speech_s": speech_s, "summary": s,
     }, indent=2))
     print(f"(raw numbers in {out.relative_to(ROOT)})")
     return 0
