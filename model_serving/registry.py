@@ -1,6 +1,6 @@
 """The model registry: a model name -> a local directory holding its verified files.
 
-Three kinds of source, all without a model hub:
+Four kinds of source, all without a model hub:
 - `packaged`: files inside installed Python packages, each given as one or more parts
   ("<import name>/<path>") that are joined in order into the cache (weights split in two packages);
   a file of one part is used where it lies.
