@@ -9,7 +9,6 @@ machine, so the registry can pin its sha256. Its codes are deterministic but mea
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -171,8 +170,3 @@ class AudioCodec:
                 f"({max(padded) / self.info.sample_rate:.3f}s x {self.info.frame_rate} frames/s)")
         return [codes[i, :, : self.expected_frames(n)].astype(np.int16)
                 for i, n in enumerate(lengths)]
-
-
-def describe(directory: str | Path) -> dict:
-    """The codec's config as saved, for the release manifest."""
-    return json.loads((Path(directory) / "config.json").read_text())

@@ -185,24 +185,8 @@ class CaptionStage(Stage):
 
     def _segment_audio(self, rows: list[dict], todo: list[int]
                        ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-        """For a model that hears: decode each source once per batch and cut its segments. The
-        segment audio is not carried past the per-recording speaker step (it would travel
-        through a shuffle), so it is read again here. Returns (audio, unreadable: why)."""
-        from model_serving.s3client import StorageError
-        from operators.decode import Rejected, decode_audio_bytes
+        """For a model that hears: the segment audio is not carried past the per-recording
+        speaker step (it would travel through a shuffle), so it is read again here."""
+        from operators.decode import read_segments
 
-        by_source: dict[str, list[int]] = {}
-        for i in todo:
-            by_source.setdefault(rows[i]["source_uri"], []).append(i)
-        out, unreadable = {}, {}
-        for uri, idx in by_source.items():
-            try:
-                data = self.store.get(uri, etag=rows[idx[0]]["source_etag"])
-                audio = decode_audio_bytes(data, self.decode_cfg.max_duration_s,
-                                           self.decode_cfg.min_decoded_fraction).audio
-            except (StorageError, Rejected) as exc:
-                unreadable.update({i: str(exc) for i in idx})
-                continue
-            for i in idx:
-                out[i] = audio[rows[i]["start_sample"]:rows[i]["end_sample"]]
-        return out, unreadable
+        return read_segments(self.store, rows, todo, self.decode_cfg)

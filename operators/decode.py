@@ -125,6 +125,35 @@ def decode_audio_bytes(data: bytes, max_duration_s: float, min_decoded_fraction:
                             track.to_bytes() if track is not None else b"")
 
 
+def read_segments(store: ObjectStore, rows: list[dict], indices: list[int],
+                  decode_cfg: DecodeConfig, rate: int = PIPELINE_RATE_HZ
+                  ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Read the audio of segments again from their sources, for a stage after the segment
+    audio was dropped (captions that hear the clip, tokenization). Each source is read once,
+    pinned to its ETag, and decoded straight at `rate`; segments are cut at their offsets
+    (stored at PIPELINE_RATE_HZ, scaled). Returns (audio by row index, why a row has none)."""
+    by_source: dict[tuple[str, str], list[int]] = {}
+    for i in indices:
+        by_source.setdefault((rows[i]["source_uri"], rows[i]["source_etag"]), []).append(i)
+    audio_by_row, errors = {}, {}
+    for (uri, etag), idx in by_source.items():
+        try:
+            audio = decode_audio_bytes(store.get(uri, etag=etag), decode_cfg.max_duration_s,
+                                       decode_cfg.min_decoded_fraction, rate=rate).audio
+        except (StorageError, Rejected) as exc:
+            log.warning("cannot read %d segment(s) of %s again: %s", len(idx), uri, exc)
+            errors.update({i: str(exc) for i in idx})
+            continue
+        for i in idx:
+            start = round(rows[i]["start_sample"] * rate / PIPELINE_RATE_HZ)
+            end = min(audio.size, round(rows[i]["end_sample"] * rate / PIPELINE_RATE_HZ))
+            if end <= start:
+                errors[i] = f"empty slice [{start}:{end}] of {audio.size} samples"
+            else:
+                audio_by_row[i] = audio[start:end]
+    return audio_by_row, errors
+
+
 class DecodeStage(Stage):
     """listing rows -> the same rows + recording facts + `recording_audio`, or a reject."""
 

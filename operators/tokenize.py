@@ -2,7 +2,7 @@
 
 Each source is read again pinned to its ETag (the audio the annotations describe, or an error),
 decoded once per batch straight at the codec's rate, and cut at the segment's sample offsets
-(stored at 16 kHz, scaled). Segments are sorted by length and cut into codec batches of at most
+(stored at 16 kHz, scaled): `operators.decode.read_segments`, shared with the caption stage. Segments are sorted by length and cut into codec batches of at most
 `batch_seconds` of audio and `max_batch_segments` clips, so padding stays small. Runs on GPU
 actors where `ray.resources.tokenize.num_gpus` is set (the cluster config), on CPU locally.
 
@@ -12,17 +12,13 @@ frame rule stops the release (CodecMismatch): every segment's codes would be cut
 """
 from __future__ import annotations
 
-import logging
 
-import numpy as np
 import pyarrow as pa
 
 from operators.base import ModelStage, rows_to_table
 from schemas.config import DecodeConfig, StageResources, StorageConfig, TokenizerConfig
 from schemas.release import CODES_TYPE
-from schemas.tables import PIPELINE_RATE_HZ
 
-log = logging.getLogger("audioverse.tokenize")
 
 
 def codec_batches(lengths: list[int], rate: int, batch_seconds: float,
@@ -72,8 +68,12 @@ class TokenizeStage(ModelStage):
         self.store = ObjectStore(self.storage or StorageConfig())
 
     def process(self, batch: pa.Table) -> pa.Table:
+        from operators.decode import read_segments
+
         rows = batch.to_pylist()
-        waves, errors = self._segment_audio(rows)
+        waves, why = read_segments(self.store, rows, list(range(len(rows))), self.decode_cfg,
+                                   self.codec.info.sample_rate)
+        errors = {i: f"source unreadable: {w}" for i, w in why.items()}
         ready = [i for i in range(len(rows)) if i in waves]
         rate = self.codec.info.sample_rate
         for group in codec_batches([waves[i].size for i in ready], rate,
@@ -86,31 +86,3 @@ class TokenizeStage(ModelStage):
             row["codec_version"] = self.codec.info.version
             row["tokenize_error"] = errors.get(i)
         return rows_to_table(rows, self.output_schema(batch.schema))
-
-    def _segment_audio(self, rows: list[dict]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-        """Decode each source once (at the codec's rate) and cut its segments."""
-        from model_serving.s3client import StorageError
-        from operators.decode import Rejected, decode_audio_bytes
-
-        rate = self.codec.info.sample_rate
-        by_source: dict[tuple[str, str], list[int]] = {}
-        for i, row in enumerate(rows):
-            by_source.setdefault((row["source_uri"], row["source_etag"]), []).append(i)
-        waves, errors = {}, {}
-        for (uri, etag), idx in by_source.items():
-            try:
-                audio = decode_audio_bytes(self.store.get(uri, etag=etag),
-                                           self.decode_cfg.max_duration_s,
-                                           self.decode_cfg.min_decoded_fraction, rate=rate).audio
-            except (StorageError, Rejected) as exc:
-                log.warning("cannot tokenize %d segment(s) of %s: %s", len(idx), uri, exc)
-                errors.update({i: f"source unreadable: {exc}" for i in idx})
-                continue
-            for i in idx:
-                start = round(rows[i]["start_sample"] * rate / PIPELINE_RATE_HZ)
-                end = min(audio.size, round(rows[i]["end_sample"] * rate / PIPELINE_RATE_HZ))
-                if end <= start:
-                    errors[i] = f"empty slice [{start}:{end}] of {audio.size} samples"
-                    continue
-                waves[i] = audio[start:end]
-        return waves, errors

@@ -132,12 +132,8 @@ def _release(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     setup_logging(cfg.run.log_level)
     result = run_release(cfg, release_id=args.release_id, config_path=args.config)
-    human = format_release(result.manifest, result.prefix, result.already_released)
-    if args.json:
-        print(human, file=sys.stderr)
-        print(json.dumps(result.manifest, sort_keys=True))
-    else:
-        print(human)
+    _report(format_release(result.manifest, result.prefix, result.already_released),
+            result.manifest, args.json)
     return result.exit_code
 
 
@@ -162,13 +158,17 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     setup_logging(cfg.run.log_level)
     result = run_pipeline(cfg, run_id=args.run_id, config_path=args.config)
-    human = format_summary(result.summary, result.prefix)
-    if args.json:
+    _report(format_summary(result.summary, result.prefix), result.summary, args.json)
+    return result.exit_code
+
+
+def _report(human: str, data: dict, as_json: bool) -> None:
+    """The human summary on stdout; with --json, the JSON on stdout and the summary on stderr."""
+    if as_json:
         print(human, file=sys.stderr)
-        print(json.dumps(result.summary, sort_keys=True))
+        print(json.dumps(data, sort_keys=True))
     else:
         print(human)
-    return result.exit_code
 
 
 if __name__ == "__main__":

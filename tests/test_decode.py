@@ -89,3 +89,25 @@ def test_stage_declares_what_it_needs():
     with pytest.raises(KeyError, match="source_uri"):
         import pyarrow as pa
         make_stage()(pa.table({"recording_id": ["x"]}))
+
+
+def test_read_segments_cuts_pinned_sources_at_any_rate_and_names_what_it_could_not_read(
+        demo_corpus):
+    from operators.decode import decode_audio_bytes, read_segments
+    from operators.storage import ObjectStore
+
+    store = ObjectStore(StorageConfig())
+    listed = listing_for([CLIPS[0], CLIPS[1]], TEST_BUCKET).to_pylist()
+    rows = [{**listed[0], "start_sample": 16000, "end_sample": 40000},   # 1.0-2.5 s
+            {**listed[0], "start_sample": 0, "end_sample": 8000},
+            {**listed[1], "start_sample": 0, "end_sample": 16000,
+             "source_etag": "0" * 32},                                   # not the listed bytes
+            {**listed[0], "start_sample": 200_000, "end_sample": 210_000}]  # past the end
+    for rate in (16000, 24000):
+        audio, errors = read_segments(store, rows, [0, 1, 2, 3], DecodeConfig(), rate)
+        whole = decode_audio_bytes(store.get(rows[0]["source_uri"]), 3600, 0.9, rate=rate).audio
+        scale = rate / 16000
+        assert np.array_equal(audio[0], whole[round(16000 * scale):round(40000 * scale)])
+        assert audio[1].size == round(8000 * scale)
+        assert set(audio) == {0, 1} and set(errors) == {2, 3}
+        assert "empty slice" in errors[3]
