@@ -171,6 +171,7 @@ def running(data_dir: str | Path) -> S3Server | None:
     state = _load_state(Path(data_dir))
     if not state or not _pid_alive(state["pid"]):
         return None
+    state.pop("ports", None)
     return S3Server(**state)
 
 
@@ -187,7 +188,13 @@ def start(data_dir: str | Path, bucket: str | None = None, timeout_s: float = 60
     access_key, secret_key = _credentials(data_dir)
     identities = data_dir / "identities.json"
     _write_identities(identities, access_key, secret_key)
-    master, volume, filer, s3, admin = _free_ports(5)
+    # A restart (after a crash or a reboot) keeps the endpoint clients already know, if its
+    # ports are still free.
+    previous = (_load_state(data_dir) or {}).get("ports")
+    if previous and all(_port_free(p) and _port_free(p + GRPC_OFFSET) for p in previous):
+        master, volume, filer, s3, admin = previous
+    else:
+        master, volume, filer, s3, admin = _free_ports(5)
     store = data_dir / "data"
     store.mkdir(exist_ok=True)
     cmd = [
@@ -216,7 +223,8 @@ def start(data_dir: str | Path, bucket: str | None = None, timeout_s: float = 60
         pid=proc.pid,
         data_dir=str(data_dir),
     )
-    (data_dir / STATE_FILE).write_text(json.dumps(asdict(server), indent=2))
+    (data_dir / STATE_FILE).write_text(json.dumps(
+        {**asdict(server), "ports": [master, volume, filer, s3, admin]}, indent=2))
     (data_dir / STATE_FILE).chmod(0o600)
     try:
         _ready(server, bucket, timeout_s)

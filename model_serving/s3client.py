@@ -15,9 +15,17 @@ class StorageError(Exception):
     """An S3 failure that retries did not fix. `permanent` means retrying will not help
     (bad credentials, missing bucket, unreachable endpoint)."""
 
-    def __init__(self, message: str, permanent: bool = True):
+    def __init__(self, message: str, permanent: bool = True, unreachable: bool = False):
         super().__init__(message)
         self.permanent = permanent
+        # The endpoint did not answer at all. Before a run that is a wrong URL (fail fast);
+        # mid-run it is a server restarting, retried like any transient error.
+        self.unreachable = unreachable
+
+
+class ConflictError(StorageError):
+    """A conditional write or delete (If-None-Match / If-Match) lost: another writer got there
+    first. The caller decides what that means (the run lock does)."""
 
 
 def resolve_storage(cfg: StorageConfig) -> StorageConfig:
@@ -33,7 +41,8 @@ def resolve_storage(cfg: StorageConfig) -> StorageConfig:
 
 
 def make_s3_client(cfg: StorageConfig):
-    """A boto3 S3 client with bounded timeouts and botocore's retries (throttling, 5xx, resets)."""
+    """A boto3 S3 client with bounded timeouts and botocore's retries (throttling, 5xx, resets;
+    botocore's max_attempts counts retries, so a request is tried max_attempts + 1 times)."""
     import boto3
     from botocore.config import Config
 
@@ -47,7 +56,9 @@ def make_s3_client(cfg: StorageConfig):
         config=Config(
             connect_timeout=cfg.connect_timeout_s,
             read_timeout=cfg.read_timeout_s,
-            retries={"max_attempts": cfg.max_attempts, "mode": "adaptive"},
+            # standard, not adaptive: adaptive's client-side rate limiter slows a client that
+            # saw one SlowDown to ~2 requests/s; ObjectStore adds its own backoff window.
+            retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
             s3={"addressing_style": "path"},
         ),
     )
@@ -71,7 +82,7 @@ def classify(exc: Exception, what: str, cfg: StorageConfig) -> StorageError:
     if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError)):
         return StorageError(
             f"cannot reach S3 at {endpoint} while {what}: is the server running and is "
-            f"storage.endpoint_url (or AWS_ENDPOINT_URL) right?"
+            f"storage.endpoint_url (or AWS_ENDPOINT_URL) right?", unreachable=True
         )
     if isinstance(exc, bx.NoCredentialsError):
         return StorageError(
@@ -92,6 +103,8 @@ def classify(exc: Exception, what: str, cfg: StorageConfig) -> StorageError:
                 f"access denied by S3 at {endpoint} while {what}: the credentials lack "
                 f"permission, or are wrong"
             )
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
+            return ConflictError(f"conditional request lost ({code or status}) while {what}")
         if code in ("NoSuchBucket",):
             return StorageError(
                 f"bucket does not exist at {endpoint} while {what}: create it or fix the URI"

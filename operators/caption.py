@@ -126,7 +126,7 @@ class CaptionStage(Stage):
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency,
                                        thread_name_prefix="caption")
         self.rng = random.Random(self.cfg.seed)
-        self.store = ObjectStore(self.storage) if self.hears_audio else None
+        self.store = ObjectStore(self.storage, reached=True) if self.hears_audio else None
 
     def process(self, batch: pa.Table) -> pa.Table:
         if not self.cfg.enabled:

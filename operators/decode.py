@@ -167,7 +167,9 @@ class DecodeStage(Stage):
                  bandwidth_floor_db: float = 60.0):
         super().__init__()
         self.bandwidth_floor_db = bandwidth_floor_db
-        self.store = ObjectStore(storage)
+        # reached: the driver's preflight talked to the server, so a refused connection now is a
+        # server restarting, worth waiting for (storage.retry_window_s).
+        self.store = ObjectStore(storage, reached=True)
         self.input_cfg = input_cfg
         self.cfg = decode_cfg
         self.extensions = {e.lower() for e in input_cfg.extensions}

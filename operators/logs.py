@@ -37,8 +37,21 @@ def ensure_worker_logging(run_id: str | None) -> None:
         setup_logging("INFO")
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to sys.stderr as it is at each record, not as it was at set-up (a test harness
+    that swaps stderr and closes the old one must not break later log lines)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(_Formatter())
     handler.addFilter(_Context())
     root = logging.getLogger("audioverse")

@@ -1,14 +1,29 @@
 """Object storage as the pipeline uses it: list a prefix, read an object pinned to its ETag,
-write and delete. All failures surface as StorageError with a message that says what to fix."""
+write and delete, conditional writes for the run lock. All failures surface as StorageError with
+a message that says what to fix.
+
+Transient failures (503 SlowDown, 5xx, connection resets, a server restarting) are retried with
+capped exponential backoff for `storage.retry_window_s`, on top of botocore's own attempts, so a
+nightly run rides out a storage hiccup. Permanent ones (bad credentials, access denied, a missing
+bucket or key) are raised at once. `check_bucket`, the preflight, does not wait for an endpoint
+that does not answer: before a run that is a wrong URL, not a restart.
+"""
 from __future__ import annotations
 
+import logging
+import random
+import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, TypeVar
 
-from model_serving.s3client import StorageError, classify, make_s3_client, split_uri
+from model_serving.s3client import (ConflictError, StorageError, classify, make_s3_client,
+                                    split_uri)
 from schemas.config import StorageConfig
 
-__all__ = ["ObjectInfo", "ObjectStore", "StorageError", "split_uri"]
+__all__ = ["ConflictError", "ObjectInfo", "ObjectStore", "StorageError", "split_uri"]
+
+log = logging.getLogger("audioverse.storage")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -24,10 +39,23 @@ class ObjectInfo:
         return f"s3://{self.bucket}/{self.key}"
 
 
+def _missing(exc: Exception) -> bool:
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
 class ObjectStore:
-    def __init__(self, cfg: StorageConfig):
+    """`reached`: the server has answered before (this store, or the driver that started the
+    workers using it). Only then is an endpoint that does not answer a restart worth waiting
+    for; on first contact it is a wrong URL, reported at once."""
+
+    def __init__(self, cfg: StorageConfig, sleep: Callable[[float], None] = time.sleep,
+                 reached: bool = False):
         self.cfg = cfg
         self._client = None
+        self._sleep = sleep
+        self.reached = reached
+        self.retries = 0  # transient failures retried by this store (for logs and tests)
 
     @property
     def client(self):
@@ -36,59 +64,124 @@ class ObjectStore:
         return self._client
 
     def __getstate__(self):
-        return {"cfg": self.cfg, "_client": None}
+        return {"cfg": self.cfg, "_client": None, "_sleep": time.sleep, "retries": 0,
+                "reached": self.reached}
 
-    def _fail(self, exc: Exception, what: str) -> StorageError:
-        return classify(exc, what, self.cfg)
+    def _call(self, what: str, fn: Callable[[], T], retry_unreachable: bool = True) -> T:
+        """fn() with transient failures retried for storage.retry_window_s."""
+        deadline = time.monotonic() + self.cfg.retry_window_s
+        attempt = 0
+        while True:
+            try:
+                result = fn()
+                self.reached = True
+                return result
+            except StorageError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified into a StorageError
+                err = classify(exc, what, self.cfg)
+                transient = not err.permanent or \
+                    (err.unreachable and retry_unreachable and self.reached)
+                if not transient or time.monotonic() >= deadline:
+                    raise err from exc
+                delay = min(8.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0)
+                attempt += 1
+                self.retries += 1
+                log.warning("transient S3 failure while %s (%s); retry %d in %.1fs", what,
+                            err, attempt, delay)
+                self._sleep(min(delay, max(0.0, deadline - time.monotonic())))
 
     def check_bucket(self, uri: str) -> None:
         """Fail fast with a clear message if the endpoint, the keys or the bucket are wrong."""
         bucket, prefix = split_uri(uri)
-        try:
-            self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
-        except Exception as exc:  # noqa: BLE001 - classified into a StorageError
-            raise self._fail(exc, f"checking {uri}") from exc
+        self._call(f"checking {uri}",
+                   lambda: self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1),
+                   retry_unreachable=False)
 
-    def list(self, uri: str) -> Iterator[ObjectInfo]:
-        """Objects under an s3:// prefix, in key order."""
+    def list(self, uri: str) -> list[ObjectInfo]:
+        """Objects under an s3:// prefix, in key order (a failed page restarts the listing)."""
         bucket, prefix = split_uri(uri)
-        try:
+
+        def listing() -> list[ObjectInfo]:
+            out = []
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
-                    yield ObjectInfo(bucket, obj["Key"], obj["ETag"].strip('"'), int(obj["Size"]))
-        except StorageError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc, f"listing {uri}") from exc
+                    out.append(ObjectInfo(bucket, obj["Key"], obj["ETag"].strip('"'),
+                                          int(obj["Size"])))
+            return out
+
+        return self._call(f"listing {uri}", listing)
 
     def get(self, uri: str, etag: str | None = None) -> bytes:
         """The object's bytes; with `etag`, the exact version that was listed (IfMatch), so a
         source replaced mid-run is an error rather than silently different audio."""
         bucket, key = split_uri(uri)
         kwargs = {"IfMatch": f'"{etag}"'} if etag else {}
-        try:
-            return self.client.get_object(Bucket=bucket, Key=key, **kwargs)["Body"].read()
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc, f"reading {uri}") from exc
+        return self._call(f"reading {uri}", lambda: self.client.get_object(
+            Bucket=bucket, Key=key, **kwargs)["Body"].read())
+
+    def get_range(self, uri: str, length: int) -> bytes:
+        """The first `length` bytes of an object (a header, for estimates)."""
+        bucket, key = split_uri(uri)
+        return self._call(f"reading {uri}", lambda: self.client.get_object(
+            Bucket=bucket, Key=key, Range=f"bytes=0-{length - 1}")["Body"].read())
+
+    def get_versioned(self, uri: str) -> tuple[bytes, str] | None:
+        """(bytes, ETag) of an object, or None if it does not exist."""
+        bucket, key = split_uri(uri)
+
+        def read():
+            try:
+                reply = self.client.get_object(Bucket=bucket, Key=key)
+            except Exception as exc:  # noqa: BLE001
+                if _missing(exc):
+                    return None
+                raise
+            return reply["Body"].read(), reply["ETag"]
+
+        return self._call(f"reading {uri}", read)
 
     def exists(self, uri: str) -> bool:
         bucket, key = split_uri(uri)
-        try:
-            self.client.head_object(Bucket=bucket, Key=key)
-            return True
-        except Exception as exc:  # noqa: BLE001
-            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise self._fail(exc, f"checking {uri}") from exc
 
-    def put(self, uri: str, body: bytes, content_type: str = "application/octet-stream") -> None:
+        def head() -> bool:
+            try:
+                self.client.head_object(Bucket=bucket, Key=key)
+                return True
+            except Exception as exc:  # noqa: BLE001
+                if _missing(exc):
+                    return False
+                raise
+
+        return self._call(f"checking {uri}", head)
+
+    def put(self, uri: str, body: bytes, content_type: str = "application/octet-stream",
+            if_none_match: bool = False, if_match: str | None = None) -> str:
+        """Write an object; returns its ETag. `if_none_match`: only if it does not exist;
+        `if_match`: only if its ETag is still this one. A lost condition is a ConflictError."""
         bucket, key = split_uri(uri)
-        try:
-            self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc, f"writing {uri}") from exc
+        kwargs = {}
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        if if_match:
+            kwargs["IfMatch"] = if_match
+        return self._call(f"writing {uri}", lambda: self.client.put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType=content_type, **kwargs)["ETag"])
+
+    def delete(self, uri: str, if_match: str | None = None) -> None:
+        """Delete one object (a missing one is fine)."""
+        bucket, key = split_uri(uri)
+        kwargs = {"IfMatch": if_match} if if_match else {}
+
+        def delete():
+            try:
+                self.client.delete_object(Bucket=bucket, Key=key, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                if not _missing(exc):
+                    raise
+
+        self._call(f"deleting {uri}", delete)
 
     def delete_prefix(self, uri: str) -> int:
         """Delete every object under a prefix; returns how many."""
@@ -96,10 +189,6 @@ class ObjectStore:
         bucket, _ = split_uri(uri)
         for start in range(0, len(keys), 1000):
             chunk = keys[start:start + 1000]
-            try:
-                self.client.delete_objects(
-                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
-                )
-            except Exception as exc:  # noqa: BLE001
-                raise self._fail(exc, f"deleting under {uri}") from exc
+            self._call(f"deleting under {uri}", lambda: self.client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}))
         return len(keys)

@@ -65,7 +65,7 @@ class TokenizeStage(ModelStage):
 
         self.codec = AudioCodec(self.registry.resolve(self.cfg.model), self.cfg.device,
                                 self.cfg.threads)
-        self.store = ObjectStore(self.storage or StorageConfig())
+        self.store = ObjectStore(self.storage or StorageConfig(), reached=True)
 
     def process(self, batch: pa.Table) -> pa.Table:
         from operators.decode import read_segments

@@ -8,8 +8,8 @@ import logging
 import sys
 
 from pipeline import __version__
-from pipeline.errors import (EXIT_CONFIG, EXIT_ENDPOINT, EXIT_INTERNAL, EXIT_MODEL, EXIT_STORAGE,
-                             ConfigError)
+from pipeline.errors import (EXIT_CONFIG, EXIT_ENDPOINT, EXIT_INTERNAL, EXIT_LOCKED, EXIT_MODEL,
+                             EXIT_STORAGE, ConfigError)
 
 EPILOG = """exit codes:
   0  success
@@ -19,6 +19,7 @@ EPILOG = """exit codes:
   4  the run finished but more inputs were rejected than run.max_failed_fraction allows
   5  model error (a registry entry whose files are missing or corrupt)
   6  endpoint error (the caption endpoint is unreachable, serves another model, or died)
+  7  another run holds the dataset's lock (runs over one output.uri never overlap)
 """
 
 
@@ -32,17 +33,42 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run", help="annotate the input prefix; write annotations, rejects and summary.json",
-        description="List the input prefix, decode, segment (VAD), transcribe, and publish the "
-                    "annotations and rejects tables under <output.uri>/runs/<run_id>/.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="List the input prefix, process the objects the ledger has not seen (new "
+                    "or changed since the last committed run), and publish the annotations, "
+                    "rejects and ledger tables under <output.uri>/runs/<run_id>/. One run at a "
+                    "time per output.uri (an S3 lock); a run that died is resumed by running "
+                    "again with its --run-id.",
+        epilog="examples:\n  audioverse run configs/local.yaml --dry-run\n"
+               "  audioverse run configs/local.yaml --run-id nightly-2026-11-22\n"
+               "  audioverse run configs/local.yaml --full   # reprocess every object\n\n"
+               + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("config", help="YAML config, e.g. configs/local.yaml")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set asr.batch_size=4 (repeatable)")
     run.add_argument("--run-id", default=None,
-                     help="run id (default: UTC time). Re-using a committed id does nothing.")
+                     help="run id (default: UTC time). Re-using a committed id does nothing; "
+                          "re-using the id of a run that died resumes it.")
+    run.add_argument("--full", action="store_true",
+                     help="process every listed object, not only those new or changed since "
+                          "the last committed run")
+    run.add_argument("--dry-run", action="store_true",
+                     help="list what would be processed (objects, hours, estimated wall time) "
+                          "and exit; reads S3 only")
     run.add_argument("--json", action="store_true",
                      help="print the run summary as one JSON object on stdout")
+    status = sub.add_parser(
+        "status", help="show the dataset's runs (committed, running, dead), the lock and the "
+                       "ledger's counts",
+        description="Read <output.uri>: committed runs with their counts, runs that died "
+                    "(resumable with their --run-id), who holds the lock, and how many source "
+                    "objects the ledger has annotated, rejected, seen deleted or taken down.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("config", help="YAML config, e.g. configs/local.yaml")
+    status.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value (repeatable)")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
     release = sub.add_parser(
         "release", help="select the top fraction of the dataset, tokenize it, write training "
                         "shards and manifest.json under <output.uri>/releases/<release_id>/",
@@ -92,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         from model_serving.chat_client import EndpointError
         from model_serving.registry import ModelError
         from model_serving.s3client import StorageError
+        from pipeline.lock import LockHeld, LockLost
 
+        if isinstance(exc, (LockHeld, LockLost)):
+            print(f"audioverse: lock: {exc}", file=sys.stderr)
+            return EXIT_LOCKED
         # Errors raised in Ray workers arrive here as themselves: the runner unwraps them.
         if isinstance(exc, StorageError):
             print(f"audioverse: storage error: {exc}", file=sys.stderr)
@@ -116,6 +146,12 @@ def _run(args: argparse.Namespace) -> int:
         return _models(load_config(args.config, args.overrides), args.quiet)
     if args.command == "release":
         return _release(args)
+    if args.command == "status":
+        from pipeline.status import dataset_status, format_status
+
+        st = dataset_status(load_config(args.config, args.overrides))
+        _report(format_status(st), st, args.json)
+        return 0
     if args.command == "audit":
         from pipeline.audit import run_audit
 
@@ -157,7 +193,13 @@ def _run_pipeline(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     setup_logging(cfg.run.log_level)
-    result = run_pipeline(cfg, run_id=args.run_id, config_path=args.config)
+    if args.dry_run:
+        from pipeline.status import dry_run, format_dry_run
+
+        plan = dry_run(cfg, full=args.full)
+        _report(format_dry_run(plan), plan, args.json)
+        return 0
+    result = run_pipeline(cfg, run_id=args.run_id, config_path=args.config, full=args.full)
     _report(format_summary(result.summary, result.prefix), result.summary, args.json)
     return result.exit_code
 

@@ -137,13 +137,19 @@ def init_ray(cfg: PipelineConfig) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    address = cfg.ray.address
+    if address is None:
+        # A driver that `ray job submit` started finds its cluster in RAY_ADDRESS; otherwise
+        # "local" starts a private runtime, never silently joining a `ray start` cluster that
+        # happens to run on this machine.
+        address = os.environ.get("RAY_ADDRESS") or "local"
     kwargs = dict(
-        address=cfg.ray.address,
+        address=address,
         ignore_reinit_error=True,
         log_to_driver=True,
         runtime_env={"env_vars": WORKER_ENV},
     )
-    if cfg.ray.address is None:
+    if address == "local":
         kwargs.update(num_cpus=cfg.ray.num_cpus, include_dashboard=False,
                       object_store_memory=cfg.ray.object_store_mb * 1024 * 1024,
                       _node_ip_address="127.0.0.1")

@@ -8,6 +8,8 @@ runs (DESIGN.md section 2: selection is over a dataset, not a night).
 - live: the object is still in the input prefix with the same ETag. A deleted or replaced
   source drops out (a replaced one comes back under its new recording id once a run has
   annotated the new version).
+- taken down: the source's latest ledger state is `takedown`, or it is in the takedown list
+  (`input.takedown_uri`) now; it leaves the view even while the object is still there.
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ class DatasetView:
     superseded_recordings: int = 0            # annotated again by a later run
     run_models: dict = field(default_factory=dict)      # run id -> its summary's models
     committed_runs: int = 0                   # committed runs read (some may contribute nothing)
+    takedown_recordings: int = 0              # annotated, but the source is taken down
 
     def frame(self) -> pd.DataFrame:
         """As pandas, index = row position in `table`."""
@@ -108,7 +111,11 @@ def build_view(store: ObjectStore, cfg: PipelineConfig) -> DatasetView:
             owner[rid] = i
             source[rid] = (uri, etag)
     superseded = sum(1 for n in runs_per_recording.values() if n > 1)
-    live_ids = {rid for rid, src in source.items() if src in live}
+    from pipeline.ledger import excluded_sources, read_ledger, read_takedowns
+
+    taken_down = excluded_sources(read_ledger(store, runs)) | read_takedowns(store, cfg.input)
+    listed_ids = {rid for rid, src in source.items() if src in live}
+    live_ids = {rid for rid in listed_ids if source[rid][0] not in taken_down}
     parts = []
     for i, table in enumerate(tables):
         mine = [rid for rid in set(table.column("recording_id").to_pylist())
@@ -120,9 +127,10 @@ def build_view(store: ObjectStore, cfg: PipelineConfig) -> DatasetView:
     table = pa.concat_tables(parts) if parts else empty
     table = table.sort_by([("recording_id", "ascending"), ("segment_index", "ascending")])
     contributing = sorted(set(table.column("run_id").to_pylist()))
-    gone = len(source) - len(live_ids)
+    gone = len(source) - len(listed_ids)
     log.info("dataset view: %d segments of %d live recordings from %d committed runs "
-             "(%d recordings gone from the source)", table.num_rows, len(live_ids), len(runs),
-             gone)
+             "(%d recordings gone from the source, %d taken down)", table.num_rows,
+             len(live_ids), len(runs), gone, len(listed_ids) - len(live_ids))
     models = {s["run_id"]: s.get("models", {}) for s in runs if s["run_id"] in contributing}
-    return DatasetView(table, contributing, len(live_ids), gone, superseded, models, len(runs))
+    return DatasetView(table, contributing, len(live_ids), gone, superseded, models, len(runs),
+                       len(listed_ids) - len(live_ids))

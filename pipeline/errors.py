@@ -10,6 +10,7 @@ EXIT_STORAGE = 3         # S3 unreachable, bad credentials, missing bucket, or a
 EXIT_TOO_MANY_FAILED = 4 # the run completed, but more inputs were rejected than allowed
 EXIT_MODEL = 5           # a model is missing or corrupt
 EXIT_ENDPOINT = 6        # a model endpoint (the captioner) is unreachable or died mid-run
+EXIT_LOCKED = 7          # another run holds the dataset's lock (or took it over from this one)
 
 
 class ConfigError(Exception):

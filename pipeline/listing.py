@@ -19,10 +19,11 @@ def recording_id(info: ObjectInfo) -> str:
     return "rec-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
-def list_inputs(store: ObjectStore, cfg: InputConfig, run_id: str) -> pa.Table:
+def list_inputs(store: ObjectStore, cfg: InputConfig, run_id: str,
+                apply_limit: bool = True) -> pa.Table:
     objects = [o for o in store.list(cfg.uri) if not o.key.endswith("/")]
     objects.sort(key=lambda o: o.key)
-    if cfg.limit is not None:
+    if apply_limit and cfg.limit is not None:
         objects = objects[: cfg.limit]
     return pa.Table.from_pylist(
         [

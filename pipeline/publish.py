@@ -60,6 +60,12 @@ def write_table(store: ObjectStore, prefix: str, name: str, table: pa.Table,
     return files
 
 
+def write_parquet(store: ObjectStore, uri: str, table: pa.Table, schema: pa.Schema,
+                  name: str) -> None:
+    table = table.replace_schema_metadata(with_metadata(schema, name).metadata)
+    store.put(uri, _parquet_bytes(table))
+
+
 def write_summary(store: ObjectStore, prefix: str, summary: dict) -> str:
     uri = prefix + SUMMARY
     store.put(uri, json.dumps(summary, indent=2, sort_keys=True).encode(), "application/json")

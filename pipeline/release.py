@@ -135,6 +135,7 @@ def run_release(cfg: PipelineConfig, release_id: str | None = None,
         "dataset_view": {"recordings": view.recordings, "segments": view.table.num_rows,
                          "committed_runs": view.committed_runs,
                          "gone_recordings": view.gone_recordings,
+                         "takedown_recordings": view.takedown_recordings,
                          "superseded_recordings": view.superseded_recordings},
         "models": view.run_models,            # per contributing run: role -> name@version
         "codec": {**_codec_info(codec_model), "untrained": untrained,

@@ -13,7 +13,8 @@ def format_release(m: dict, prefix: str, already_released: bool = False) -> str:
         f"  dataset view      {view['segments']} segments of {view['recordings']} live "
         f"recordings, latest annotations from {len(m['runs'])} of "
         f"{view.get('committed_runs', len(m['runs']))} committed run(s); "
-        f"{view['gone_recordings']} recordings gone from the source",
+        f"{view['gone_recordings']} recordings gone from the source, "
+        f"{view.get('takedown_recordings', 0)} taken down",
         f"  eligible          {sel['eligible']} ({sel['duplicates']} exact duplicates left out)",
     ]
     for gate, n in sel["not_eligible_by_gate"].items():

@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timezone
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from model_serving.chat_client import EndpointError
 from model_serving.registry import ModelError, ModelRegistry
@@ -19,14 +20,19 @@ from operators.storage import ObjectStore
 from pipeline.caption_service import caption_service, check_configured_endpoint
 from pipeline.config import model_roles
 from pipeline.dag import build_dataset, init_ray
+from pipeline.dataset_view import committed_runs
 from pipeline.errors import EXIT_OK, EXIT_TOO_MANY_FAILED, find_cause
+from pipeline.ledger import (LEDGER_FILE, latest_states, ledger_rows, plan_run, read_ledger,
+                             read_takedowns)
 from pipeline.listing import list_inputs
+from pipeline.lock import RunLock
 from operators.logs import set_run_id, stage_logger
 from pipeline.publish import (read_summary, run_prefix, split_results, write_summary,
-                              write_table)
+                              write_table, write_parquet)
+from pipeline.staging import Staging, clean_dead_runs
 from pipeline.summary import build_summary
 from schemas.config import PipelineConfig
-from schemas.tables import ANNOTATIONS_SCHEMA, REJECTS_SCHEMA
+from schemas.tables import ANNOTATIONS_SCHEMA, LEDGER_SCHEMA, REJECTS_SCHEMA
 
 log = stage_logger("driver")
 
@@ -76,7 +82,7 @@ def _unwrapped(batches):
         raise cause from exc
 
 
-def _collect(ds, total: int, interval_s: float) -> pa.Table:
+def _collect(ds, total: int, interval_s: float) -> pa.Table | None:
     """Stream result rows to the driver, logging progress every `interval_s`."""
     progress = stage_logger("progress")
     batches: list[pa.Table] = []
@@ -120,8 +126,37 @@ def _check_invariant(listing: pa.Table, ann: pa.Table, rej: pa.Table) -> None:
         raise RuntimeError("run output breaks the row invariant: " + "; ".join(problems))
 
 
-def run_pipeline(cfg: PipelineConfig, run_id: str | None = None,
-                 config_path: str = "") -> RunResult:
+def _result_schema(listing_schema: pa.Schema) -> pa.Schema:
+    from pipeline.dag import STAGES
+
+    schema = listing_schema
+    for stage_cls in STAGES:
+        schema = stage_cls.output_schema(schema)
+    return schema
+
+
+def plan_inputs(cfg: PipelineConfig, store: ObjectStore, run_id: str, full: bool):
+    """List the input prefix and compare it with the ledger: (RunPlan, committed summaries)."""
+    summaries = committed_runs(store, cfg.output.uri)
+    states = latest_states(read_ledger(store, summaries))
+    takedowns = read_takedowns(store, cfg.input)
+    listing = list_inputs(store, cfg.input, run_id, apply_limit=False)
+    plan = plan_run(listing, states, takedowns, cfg.input.uri, full=full, limit=cfg.input.limit)
+    return plan, summaries
+
+
+def _log_plan(counts: dict, uri: str) -> None:
+    stage_logger("list").info(
+        "%d objects under %s: %d to process (%d new, %d changed, %d retried, %d reprocessed), "
+        "%d unchanged and skipped, %d deleted, %d taken down%s", counts["listed"], uri,
+        counts["to_process"], counts["new"], counts["changed"], counts["retried"],
+        counts["reprocessed"], counts["unchanged"], counts["deleted"], counts["takedown"],
+        f", {counts['deferred_by_limit']} left for later by input.limit"
+        if counts.get("deferred_by_limit") else "")
+
+
+def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, config_path: str = "",
+                 full: bool = False) -> RunResult:
     run_id = run_id or new_run_id()
     set_run_id(run_id)
     started_at, t0 = _now(), time.monotonic()
@@ -135,59 +170,100 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None,
         log.info("run %s is already committed at %s; nothing to do", run_id, prefix)
         return RunResult(EXIT_OK, committed, prefix, already_committed=True)
 
-    listing = list_inputs(store, cfg.input, run_id)
-    stage_logger("list").info("%d objects under %s", listing.num_rows, cfg.input.uri)
-    if listing.num_rows == 0:
-        log.warning("no input objects under %s: check input.uri", cfg.input.uri)
-    stale = store.delete_prefix(prefix)
-    if stale:
-        log.warning("removed %d files left by an earlier, unfinished attempt of run %s",
-                    stale, run_id)
+    with RunLock(store, cfg.output.uri, run_id, cfg.run.lock_ttl_s) as lock:
+        clean_dead_runs(store, cfg.output.uri, keep_run_id=run_id)
+        staging = Staging(store, cfg.output.uri, run_id)
+        saved = staging.load_plan()
+        if saved is None:
+            plan, _ = plan_inputs(cfg, store, run_id, full)
+            todo, marks, counts = plan.todo, plan.marks, plan.counts
+            staging.save_plan(todo, {"counts": counts, "marks": marks, "started_at": started_at})
+            done = None
+        else:
+            # Same run id after a crash: the same objects as the first attempt, minus finished ones.
+            todo, frozen = saved
+            marks, counts, started_at = frozen["marks"], frozen["counts"], frozen["started_at"]
+            done = staging.load_parts()
+            log.warning("resuming run %s: %d of %d recordings were finished by an earlier "
+                        "attempt", run_id, 0 if done is None else
+                        len(set(done.column("recording_id").to_pylist())), todo.num_rows)
+        _log_plan(counts, cfg.input.uri)
+        stale = store.delete_prefix(prefix)
+        if stale:
+            log.warning("removed %d files left by an earlier, unfinished attempt of run %s",
+                        stale, run_id)
 
-    if listing.num_rows:
-        registry = ModelRegistry(cfg.models, cfg.model_cache_dir, store.cfg)
-        with caption_service(cfg, registry) as caption:
-            started_ray = init_ray(cfg)
-            try:
-                # Workers get the config's storage section, not the resolved keys: they read
-                # the AWS_* variables of their own environment (a mounted secret on a cluster),
-                # so credentials never travel inside task arguments.
-                results = _collect(build_dataset(listing, cfg, cfg.storage, caption),
-                                   listing.num_rows, cfg.run.progress_interval_s)
-            finally:
-                if started_ray:
-                    import ray
-                    ray.shutdown()
-    else:
-        results = None
-    if results is None:
-        from pipeline.dag import STAGES  # the full result schema, for an empty run
-        schema = listing.schema
-        for stage_cls in STAGES:
-            schema = stage_cls.output_schema(schema)
-        results = schema.empty_table().drop_columns(["audio"])
-    annotations, rejects = split_results(results)
-    _check_invariant(listing, annotations, rejects)
+        remaining = todo
+        if done is not None:
+            remaining = todo.filter(pc.invert(pc.is_in(
+                todo.column("recording_id"), value_set=done.column("recording_id").unique())))
+        results = _run_waves(cfg, remaining, staging) if remaining.num_rows else None
+        parts = [t for t in (done, results) if t is not None]
+        if parts:
+            results = pa.concat_tables(parts, promote_options="default")
+        else:
+            results = _result_schema(todo.schema).empty_table().drop_columns(["audio"])
+        annotations, rejects = split_results(results)
+        _check_invariant(todo, annotations, rejects)
 
-    files = {
-        "annotations": write_table(store, prefix, "annotations", annotations,
-                                   ANNOTATIONS_SCHEMA, cfg.output.rows_per_file),
-        "rejects": write_table(store, prefix, "rejects", rejects, REJECTS_SCHEMA,
-                               cfg.output.rows_per_file),
-    }
-    rejected_fraction = rejects.num_rows / listing.num_rows if listing.num_rows else 0.0
-    too_many = rejected_fraction > cfg.run.max_failed_fraction
-    status = "too_many_failed_inputs" if too_many else "succeeded"
-    summary = build_summary(
-        run_id=run_id, status=status, inputs=listing.num_rows, annotations=annotations,
-        rejects=rejects, wall_s=time.monotonic() - t0, started_at=started_at,
-        finished_at=_now(), files=files, models=models, config_path=config_path,
-        limits={"max_failed_fraction": cfg.run.max_failed_fraction},
-    )
-    write_summary(store, prefix, summary)
+        lock.check()  # never publish after another run took the dataset over
+        files = {
+            "annotations": write_table(store, prefix, "annotations", annotations,
+                                       ANNOTATIONS_SCHEMA, cfg.output.rows_per_file),
+            "rejects": write_table(store, prefix, "rejects", rejects, REJECTS_SCHEMA,
+                                   cfg.output.rows_per_file),
+        }
+        ledger = ledger_rows(run_id, annotations, rejects, marks)
+        write_parquet(store, prefix + LEDGER_FILE, ledger, LEDGER_SCHEMA, "ledger")
+        files["ledger"] = [{"path": LEDGER_FILE, "rows": ledger.num_rows}]
+        rejected_fraction = rejects.num_rows / todo.num_rows if todo.num_rows else 0.0
+        too_many = rejected_fraction > cfg.run.max_failed_fraction
+        status = "too_many_failed_inputs" if too_many else "succeeded"
+        summary = build_summary(
+            run_id=run_id, status=status, inputs=todo.num_rows, annotations=annotations,
+            rejects=rejects, wall_s=time.monotonic() - t0, started_at=started_at,
+            finished_at=_now(), files=files, models=models, config_path=config_path,
+            limits={"max_failed_fraction": cfg.run.max_failed_fraction},
+        )
+        summary["sources"] = counts
+        summary["resumed_recordings"] = 0 if done is None else \
+            len(set(done.column("recording_id").to_pylist()))
+        write_summary(store, prefix, summary)  # the commit point
+        staging.clear()
     if too_many:
         log.error("%.0f%% of inputs were rejected, over run.max_failed_fraction=%.0f%%",
                   100 * rejected_fraction, 100 * cfg.run.max_failed_fraction)
         return RunResult(EXIT_TOO_MANY_FAILED, summary, prefix)
     logging.getLogger("audioverse").info("run committed: %ssummary.json", prefix)
     return RunResult(EXIT_OK, summary, prefix)
+
+
+def _run_waves(cfg: PipelineConfig, listing: pa.Table, staging: Staging) -> pa.Table | None:
+    """Run the DAG over `listing` in waves of run.wave_objects objects; each finished wave is
+    saved to the staging area, so a killed run loses at most the wave it was in. (Within a
+    wave nothing can be saved early: speaker clustering groups rows by recording, and Ray
+    Data's groupby waits for every row of the wave.)"""
+    registry = ModelRegistry(cfg.models, cfg.model_cache_dir, resolve_storage(cfg.storage))
+    size = cfg.run.wave_objects
+    waves = [listing.slice(i, size) for i in range(0, listing.num_rows, size)]
+    tables = []
+    with caption_service(cfg, registry) as caption:
+        started_ray = init_ray(cfg)
+        try:
+            for number, wave in enumerate(waves, 1):
+                if len(waves) > 1:
+                    stage_logger("progress").info("wave %d/%d: %d objects", number, len(waves),
+                                                  wave.num_rows)
+                # Workers get the config's storage section, not the resolved keys: they read
+                # the AWS_* variables of their own environment (a mounted secret on a
+                # cluster), so credentials never travel inside task arguments.
+                table = _collect(build_dataset(wave, cfg, cfg.storage, caption), wave.num_rows,
+                                 cfg.run.progress_interval_s)
+                if table is not None:
+                    staging.write_part(table)
+                    tables.append(table)
+        finally:
+            if started_ray:
+                import ray
+                ray.shutdown()
+    return pa.concat_tables(tables, promote_options="default") if tables else None

@@ -79,6 +79,15 @@ def format_summary(s: dict, prefix: str) -> str:
     ]
     for reason, n in s["rejected_by_reason"].items():
         lines.append(f"    rejected  {reason:<22} {n}")
+    src = s.get("sources")
+    if src:
+        lines.append(f"  sources           {src['listed']} listed: {src['new']} new, "
+                     f"{src['changed']} changed, {src['retried']} retried, "
+                     f"{src['reprocessed']} reprocessed (--full), {src['unchanged']} unchanged "
+                     f"(skipped); {src['deleted']} marked deleted, {src['takedown']} taken down")
+    if s.get("resumed_recordings"):
+        lines.append(f"  resumed           {s['resumed_recordings']} recordings from the "
+                     f"checkpoints of an earlier attempt")
     by_type = ", ".join(f"{k} {v}" for k, v in s["segments_by_content_type"].items()) or "none"
     lines.append(f"  segments          {s['segments']} ({by_type}); {s['segments_kept']} kept")
     for reason, n in s["segments_dropped_by_reason"].items():

@@ -18,6 +18,9 @@ class StorageConfig:
     max_attempts: int = 5          # per request, with botocore's adaptive backoff
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
+    # On top of botocore's attempts: transient failures (503 SlowDown, 5xx, resets, a server
+    # restarting) are retried with backoff for this long before the run gives up on a request.
+    retry_window_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,9 @@ class InputConfig:
     )
     max_object_bytes: int = 2 * 1024**3   # larger objects are rejected without a download
     limit: Optional[int] = None    # process only the first N objects (sorted by key)
+    # An S3 object listing sources to take down, one per line (s3:// URI, or a key relative to
+    # `uri`; `#` starts a comment). Listed sources are not processed, and releases leave them out.
+    takedown_uri: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -292,6 +298,13 @@ class RunConfig:
     max_failed_fraction: float = 0.5     # more rejected inputs than this share: exit code 4
     log_level: str = "INFO"
     progress_interval_s: float = 10.0
+    # The run lock (<output.uri>/_lock/run.json): renewed every lock_ttl_s / 3 by a live run; a
+    # lock not renewed for lock_ttl_s belongs to a dead run and is taken over.
+    lock_ttl_s: float = 600.0
+    # The run's objects go through the DAG in waves of this many; each finished wave is saved to
+    # <output.uri>/_staging/<run_id>/, so a run that dies resumes (same --run-id) from its last
+    # finished wave. Each wave starts the model workers afresh (seconds), so not too small.
+    wave_objects: int = 1000
 
 
 @dataclass(frozen=True)

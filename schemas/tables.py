@@ -184,6 +184,19 @@ ANNOTATIONS_SCHEMA = pa.schema(
     + [pa.field("pipeline_version", pa.string(), nullable=False)]
 )
 
+# The ledger (pipeline/ledger.py): one row per source object a committed run dealt with. The
+# state of a source is the row of the latest committed run that names it.
+LEDGER_STATES = ("annotated", "rejected", "deleted", "takedown")
+LEDGER_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("source_uri", pa.string(), nullable=False),
+    pa.field("source_etag", pa.string()),           # null for a deleted source
+    pa.field("source_version_id", pa.string()),
+    pa.field("recording_id", pa.string()),
+    pa.field("state", pa.string(), nullable=False),  # one of LEDGER_STATES
+    pa.field("reason", pa.string()),                 # the reject reason, for rejected
+])
+
 REJECTS_SCHEMA = pa.schema(
     SOURCE_FIELDS
     + [

@@ -18,6 +18,8 @@ set +e
 .venv/bin/audioverse run configs/local.yaml --run-id "$RUN_ID" "$@"
 code=$?
 if [ $code -eq 0 ]; then
+  # Runs are incremental: a second `make demo` finds nothing new to annotate (see the ledger).
+  .venv/bin/audioverse status configs/local.yaml
   # The release is over the whole dataset view: every committed demo run so far.
   .venv/bin/audioverse release configs/local.yaml --release-id "$RELEASE_ID"
   code=$?

@@ -1,12 +1,22 @@
 """Helpers for stage tests: build listing rows from the real test bucket, run stages in order."""
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 
 from operators.decode import DecodeStage
 from operators.storage import ObjectStore
 from pipeline.listing import list_inputs
 from schemas.config import DecodeConfig, InputConfig, StorageConfig
+
+
+# A cheap config for end-to-end runs: two fast recognisers are enough for agreement; captions
+# and pitch are tested elsewhere.
+CHEAP = ["caption.enabled=false", "measures.pitch=false", "asr.language=en",
+         "asr.systems=" + json.dumps([
+             {"name": "whisper-tiny-en", "model": "asr/whisper-tiny-en", "cpu_threads": 2},
+             {"name": "pocketsphinx-en", "model": "asr/pocketsphinx-en-us"}])]
 
 
 def listing_for(keys: list[str], bucket: str, run_id: str = "test") -> pa.Table:

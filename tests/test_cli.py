@@ -67,7 +67,8 @@ def test_missing_model_of_any_system_is_exit_5_naming_the_entry(s3_server, tmp_p
 
 
 def test_too_many_rejected_inputs_is_exit_4_with_json_summary(s3_server, demo_corpus):
-    proc, _ = run_cli("run", str(LOCAL_CONFIG), "--json", "--run-id", "cli-bad-only",
+    # --full: other tests' runs share this output, and their ledger may know these objects.
+    proc, _ = run_cli("run", str(LOCAL_CONFIG), "--json", "--run-id", "cli-bad-only", "--full",
                       "--set", f"input.uri=s3://{TEST_BUCKET}/raw/bad/",
                       "--set", f"output.uri=s3://{TEST_BUCKET}/",
                       "--set", "ray.object_store_mb=300",

@@ -52,7 +52,8 @@ def read_run(prefix: str):
 
 @pytest.fixture(scope="module")
 def first_run(demo_corpus, ray_runtime, local_config):
-    result = run_pipeline(local_config(), run_id="it-a")
+    # --full: other test modules' runs share this output, and the ledger may know some objects.
+    result = run_pipeline(local_config(), run_id="it-a", full=True)
     assert result.exit_code == 0
     return result, *read_run(result.prefix)
 
@@ -225,7 +226,8 @@ def test_second_run_gives_identical_rows(first_run, local_config):
     _, _, ann_a, rej_a = first_run
     # The first 9 objects by key (bad/ and cmu_cards/: every reject, and speech that goes
     # through ASR, agreement, speakers and captions) keep the suite within its time budget.
-    result = run_pipeline(local_config("input.limit=9"), run_id="it-b")
+    # --full: the ledger knows these objects from it-a; an incremental run would skip them.
+    result = run_pipeline(local_config("input.limit=9"), run_id="it-b", full=True)
     _, ann_b, rej_b = read_run(result.prefix)
     assert ann_b.num_rows > 0 and rej_b.num_rows == len(EXPECTED_REJECTS)
     same = pc.is_in(ann_a.column("recording_id"), value_set=ann_b.column("recording_id"))
@@ -249,14 +251,14 @@ def test_a_run_that_dies_while_publishing_leaves_nothing_complete(
     cfg = local_config(f"input.uri=s3://{TEST_BUCKET}/raw/bad/", "caption.enabled=false")
     real_put = ObjectStore.put
 
-    def failing_put(self, uri, body, content_type="application/octet-stream"):
+    def failing_put(self, uri, body, content_type="application/octet-stream", **kw):
         if "/rejects/" in uri:  # the storage fails after the annotations file was written
             raise StorageError("simulated: S3 returned 500 while writing", permanent=False)
-        return real_put(self, uri, body, content_type)
+        return real_put(self, uri, body, content_type, **kw)
 
     monkeypatch.setattr(ObjectStore, "put", failing_put)
     with pytest.raises(StorageError):
-        run_pipeline(cfg, run_id="it-crash")
+        run_pipeline(cfg, run_id="it-crash", full=True)
     store = ObjectStore(StorageConfig())
     prefix = f"s3://{TEST_BUCKET}/runs/it-crash/"
     left = [o.key for o in store.list(prefix)]
@@ -265,7 +267,7 @@ def test_a_run_that_dies_while_publishing_leaves_nothing_complete(
     monkeypatch.setattr(ObjectStore, "put", real_put)
     s3_client.put_object(Bucket=TEST_BUCKET, Key="runs/it-crash/annotations/part-00009.parquet",
                          Body=b"stale file of the dead attempt")
-    result = run_pipeline(cfg, run_id="it-crash")
+    result = run_pipeline(cfg, run_id="it-crash", full=True)
     assert result.exit_code == 4  # every object under bad/ is rejected
     listed = sorted(o.key.split("it-crash/", 1)[1] for o in store.list(prefix))
     named = sorted([f["path"] for fs in result.summary["files"].values() for f in fs]

@@ -1,0 +1,432 @@
+"""Nightly operations on the real stack (SeaweedFS, local Ray, packaged models, real audio):
+incremental nights and the ledger, `status` and `--dry-run`, the run lock, resume after a killed
+driver / a killed worker / everything stopped, and storage faults (a fault-injecting proxy in
+front of the real server; the real server restarted mid-run).
+
+Every fault run must publish what a clean run of the same objects publishes: the same
+recordings in rejects (with reasons) and the same (segment id, drop reason, selected transcript,
+caption) rows in annotations; nothing twice, nothing missing, and under the run's published
+prefix exactly the files its summary.json lists. Captions are off in this cheap config (they
+are compared across runs in tests/test_integration.py), so the caption column is null on both
+sides here.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from infra import local_s3
+from infra.demo_corpus import POCKETSPHINX, TUXPAINT, StagedFile, stage
+from operators.storage import ObjectStore
+from pipeline.cli import main
+from pipeline.errors import EXIT_LOCKED, EXIT_STORAGE
+from pipeline.lock import LockHeld, LockLost, RunLock, lock_uri, read_lock
+from pipeline.runner import run_pipeline
+from schemas.config import StorageConfig
+from tests.conftest import LOCAL_CONFIG, TEST_BUCKET
+from tests.helpers import CHEAP
+from tests.s3_fault_proxy import S3FaultProxy
+
+pytestmark = pytest.mark.integration
+
+BASE = f"s3://{TEST_BUCKET}/nightly/"
+RAW = BASE + "raw/"
+AUDIOVERSE = str(Path(sys.executable).parent / "audioverse")
+
+
+def corpus() -> list[StagedFile]:
+    cards = sorted((POCKETSPHINX / "cards").glob("*.wav"))
+    rng = np.random.default_rng(7)
+    return [
+        StagedFile("a/card1.wav", cards[0].read_bytes()),
+        StagedFile("a/card2.wav", cards[1].read_bytes()),
+        StagedFile("b/violin.ogg", (TUXPAINT / "hobbies/music/string/violin.ogg").read_bytes()),
+        StagedFile("c/random_bytes.wav", rng.bytes(48_000)),
+    ]
+
+
+def overrides(out: str, *extra: str, raw: str = RAW) -> list[str]:
+    """The cheap config, in waves of two objects so that a kill finds one wave saved."""
+    return [f"input.uri={raw}", f"output.uri={out}", "ray.object_store_mb=300",
+            "run.progress_interval_s=5", "run.wave_objects=2", *CHEAP, *extra]
+
+
+def outputs(store: ObjectStore, out: str, run_id: str) -> dict:
+    """What a run published, in the terms the equality with a clean run is defined in."""
+    prefix = f"{out}runs/{run_id}/"
+    summary = json.loads(store.get(prefix + "summary.json"))
+    tables = {}
+    for name in ("annotations", "rejects"):
+        parts = [pq.read_table(io.BytesIO(store.get(prefix + f["path"])))
+                 for f in summary["files"][name]]
+        tables[name] = pa.concat_tables(parts)
+    ann = tables["annotations"].to_pylist()
+    rows = sorted((r["segment_id"], r["drop_reason"], r["transcript"], r["caption_description"])
+                  for r in ann)
+    rejects = sorted((r["source_uri"].rsplit("/", 1)[-1], r["reason"])
+                     for r in tables["rejects"].to_pylist())
+    listed = sorted(o.uri[len(prefix):] for o in store.list(prefix))
+    named = sorted([f["path"] for fs in summary["files"].values() for f in fs] + ["summary.json"])
+    assert listed == named, f"files under {prefix} that its summary does not list"
+    assert len({r[0] for r in rows}) == len(rows), "a segment is published twice"
+    assert not store.list(f"{out}_staging/{run_id}/"), "staging left after commit"
+    return {"summary": summary, "rows": rows, "rejects": rejects}
+
+
+def same_as_clean(got: dict, clean: dict) -> None:
+    assert got["rejects"] == clean["rejects"]
+    assert got["rows"] == clean["rows"]
+    assert got["summary"]["inputs"] == clean["summary"]["inputs"]
+
+
+@pytest.fixture(scope="module")
+def store(s3_server, s3_client):
+    stage(corpus(), RAW, client=s3_client)
+    return ObjectStore(StorageConfig())
+
+
+@pytest.fixture(scope="module")
+def clean(store, ray_runtime, local_config):
+    out = BASE + "clean/"
+    result = run_pipeline(local_config(*overrides(out)), run_id="clean")
+    assert result.exit_code == 0
+    got = outputs(store, out, "clean")
+    assert got["rejects"] == [("random_bytes.wav", "undecodable")]
+    assert len(got["rows"]) >= 3 and any(r[2] for r in got["rows"])  # speech was transcribed
+    return got
+
+
+# --- processes --------------------------------------------------------------------------------
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            out.append(child)
+            stack.append(child)
+    return out
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def start_driver(out: str, run_id: str, log_path: Path) -> subprocess.Popen:
+    args = [AUDIOVERSE, "run", str(LOCAL_CONFIG), "--run-id", run_id]
+    for item in overrides(out):
+        args += ["--set", item]
+    return subprocess.Popen(args, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_for_checkpoint(store: ObjectStore, out: str, run_id: str, proc: subprocess.Popen,
+                        log_path: Path, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if store.list(f"{out}_staging/{run_id}/parts/"):
+            return
+        assert proc.poll() is None, f"the run ended before a checkpoint:\n{log_path.read_text()}"
+        time.sleep(0.3)
+    raise AssertionError(f"no checkpoint within {timeout_s}s:\n{log_path.read_text()}")
+
+
+# --- incremental nights, ledger, status, dry run ----------------------------------------------
+def test_incremental_nights_ledger_status_and_dry_run(store, s3_client, ray_runtime,
+                                                      local_config, capsys):
+    raw, out = BASE + "inc-raw/", BASE + "inc/"
+    files = corpus()
+    stage(files[:3], raw, client=s3_client)  # card1, card2, violin
+    cfg = local_config(*overrides(out, "run.wave_objects=100", raw=raw))
+    night1 = run_pipeline(cfg, run_id="n1")
+    assert night1.exit_code == 0 and night1.summary["sources"]["new"] == 3
+
+    # During the day: one object arrives, one is replaced, one is deleted, one is taken down.
+    bucket, prefix = TEST_BUCKET, raw[len(f"s3://{TEST_BUCKET}/"):]
+    s3_client.put_object(Bucket=bucket, Key=prefix + "c/random_bytes.wav", Body=files[3].body)
+    s3_client.put_object(Bucket=bucket, Key=prefix + "a/card1.wav",
+                         Body=files[0].body[:-3200])  # new bytes, new ETag
+    s3_client.delete_object(Bucket=bucket, Key=prefix + "b/violin.ogg")
+    s3_client.put_object(Bucket=bucket, Key="nightly/takedown.txt",
+                         Body=b"# legal request 123\na/card2.wav\n")
+    takedown = f"input.takedown_uri=s3://{TEST_BUCKET}/nightly/takedown.txt"
+    cfg2 = local_config(*overrides(out, takedown, "run.wave_objects=100", raw=raw))
+
+    assert main(["run", str(LOCAL_CONFIG), "--dry-run", "--json",
+                 *sum([["--set", o] for o in overrides(out, takedown, raw=raw)], [])]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["sources"]["to_process"] == 2 and plan["sources"]["new"] == 1
+    assert plan["sources"]["changed"] == 1 and plan["sources"]["deleted"] == 1
+    assert plan["sources"]["takedown"] == 1 and plan["sources"]["unchanged"] == 0
+    assert sorted(o["source_uri"].rsplit("/", 1)[-1] for o in plan["objects"]) == \
+        ["card1.wav", "random_bytes.wav"]
+    card1 = next(o for o in plan["objects"] if o["source_uri"].endswith("card1.wav"))
+    assert 0.5 < card1["seconds"] < 10  # read from the WAV header
+    assert plan["real_time_factor_from"] == "run n1"
+    assert plan["estimated_wall_s"] == pytest.approx(
+        sum(o["seconds"] for o in plan["objects"]) * night1.summary["real_time_factor"], rel=0.01)
+    assert not store.list(f"{out}_staging/"), "a dry run writes nothing"
+
+    night2 = run_pipeline(cfg2, run_id="n2")
+    src = night2.summary["sources"]
+    assert (src["listed"], src["to_process"], src["unchanged"]) == (3, 2, 0)
+    assert (src["new"], src["changed"], src["deleted"], src["takedown"]) == (1, 1, 1, 1)
+    assert night2.summary["inputs"] == 2
+    # Night 3: nothing changed, nothing to do; --full processes every listed object again.
+    night3 = run_pipeline(cfg2, run_id="n3")
+    assert night3.summary["inputs"] == 0 and night3.summary["sources"]["unchanged"] == 2
+
+    from pipeline.dataset_view import build_view, committed_runs
+    from pipeline.ledger import latest_states, read_ledger
+
+    states = latest_states(read_ledger(store, committed_runs(store, out)))
+    by_key = {uri.rsplit("/", 1)[-1]: s for uri, s in states.items()}
+    assert {k: s["state"] for k, s in by_key.items()} == {
+        "card1.wav": "annotated", "card2.wav": "takedown", "violin.ogg": "deleted",
+        "random_bytes.wav": "rejected"}
+    assert by_key["card1.wav"]["run_id"] == "n2"  # the changed object's new version
+    view = build_view(store, cfg2)
+    assert {u.rsplit("/", 1)[-1] for u in view.table.column("source_uri").to_pylist()} == \
+        {"card1.wav"}
+    assert view.takedown_recordings == 1
+
+    assert main(["status", str(LOCAL_CONFIG), "--json",
+                 *sum([["--set", o] for o in overrides(out, raw=raw)], [])]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert [(r["run_id"], r["state"], r["inputs"]) for r in st["runs"]] == \
+        [("n1", "committed", 3), ("n2", "committed", 2), ("n3", "committed", 0)]
+    assert st["sources"] == {"annotated": 1, "rejected": 1, "deleted": 1, "takedown": 1}
+    assert st["lock"] is None
+
+
+# --- the lock ---------------------------------------------------------------------------------
+def test_lock_keeps_runs_apart_and_a_stale_lock_is_taken_over(store, capsys):
+    out = BASE + "lock/"
+    first = RunLock(store, out, "night-a", ttl_s=30).acquire()
+    try:
+        with pytest.raises(LockHeld, match="night-a"):
+            RunLock(store, out, "night-b", ttl_s=30).acquire()
+        t0 = time.monotonic()
+        code = main(["run", str(LOCAL_CONFIG), "--run-id", "night-b",
+                     *sum([["--set", o] for o in overrides(out)], [])])
+        assert code == EXIT_LOCKED and time.monotonic() - t0 < 60
+        assert "another run holds the lock" in capsys.readouterr().err
+        # The holder's heartbeat renews the lock; a lost lock is noticed before publishing.
+        before = read_lock(store, out)[0]["heartbeat_at"]
+        first.renew()
+        assert read_lock(store, out)[0]["heartbeat_at"] > before
+    finally:
+        first.release()
+    assert read_lock(store, out) is None
+
+    # A dead run's lock: heartbeat long past its ttl. Two runs race to take it over; one wins.
+    dead = {"run_id": "dead", "token": "x", "host": "elsewhere", "pid": 1, "acquired_at": 0,
+            "heartbeat_at": 1, "expires_at": 2, "ttl_s": 1}
+    store.put(lock_uri(out), json.dumps(dead).encode())
+    store.put(f"{out}_staging/dead/parts/part-00000.parquet", b"left by a dead run")
+    store.put(f"{out}runs/dead/annotations/part-00000.parquet", b"half-published")
+    winners, losers = [], []
+
+    def contend(run_id):
+        lock = RunLock(store, out, run_id, ttl_s=30)
+        try:
+            lock.acquire()
+            winners.append(lock)
+        except LockHeld:
+            losers.append(run_id)
+
+    threads = [threading.Thread(target=contend, args=(f"r{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1 and len(losers) == 2
+    assert winners[0].taken_over["run_id"] == "dead"
+    # Someone overwrites the lock behind the winner's back: it must not publish.
+    store.put(lock_uri(out), json.dumps({**dead, "run_id": "intruder"}).encode())
+    with pytest.raises(LockLost):
+        winners[0].check()
+    winners[0].release()
+    assert read_lock(store, out)[0]["run_id"] == "intruder"  # not ours to delete
+    store.delete(lock_uri(out))
+
+    # The next run cleans up what the dead run left (staging, files without summary.json).
+    from pipeline.staging import clean_dead_runs
+
+    assert clean_dead_runs(store, out, keep_run_id="next") == ["dead"]
+    assert not store.list(f"{out}_staging/") and not store.list(f"{out}runs/dead/")
+
+
+# --- resume -----------------------------------------------------------------------------------
+def test_resume_after_the_driver_is_killed(store, clean, ray_runtime, local_config, tmp_path):
+    out = BASE + "kill-driver/"
+    log_path = tmp_path / "driver.log"
+    proc = start_driver(out, "k1", log_path)
+    try:
+        wait_for_checkpoint(store, out, "k1", proc, log_path)
+        ray_procs = _descendants(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)  # kill -9 the driver
+        proc.wait(timeout=30)
+    finally:
+        _kill([proc.pid, *_descendants(proc.pid)])
+    time.sleep(1)
+    _kill(ray_procs)  # its local Ray dies with it; make sure, so this machine's cores are free
+    assert not store.exists(f"{out}runs/k1/summary.json")
+    holder = read_lock(store, out)[0]
+    assert holder["run_id"] == "k1"  # the dead driver's lock is still there
+
+    result = run_pipeline(local_config(*overrides(out)), run_id="k1")  # same run id
+    assert result.exit_code == 0
+    resumed = result.summary["resumed_recordings"]
+    assert 0 < resumed < result.summary["inputs"], "the rerun should resume, not restart"
+    same_as_clean(outputs(store, out, "k1"), clean)
+    assert read_lock(store, out) is None
+
+
+def test_run_completes_when_a_worker_is_killed(store, clean, ray_runtime, local_config):
+    out = BASE + "kill-worker/"
+    killed: list[str] = []
+    done = threading.Event()
+
+    def killer():
+        me = os.getpid()
+        while not done.is_set() and not killed:
+            for pid in _descendants(me):
+                cmd = _cmdline(pid)
+                if cmd.startswith("ray::") and "MapWorker" in cmd:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(cmd)
+                    return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        result = run_pipeline(local_config(*overrides(out)), run_id="w1")
+    finally:
+        done.set()
+        thread.join()
+    assert killed, "no Ray Data actor process was found to kill"
+    assert result.exit_code == 0
+    same_as_clean(outputs(store, out, "w1"), clean)
+
+
+def test_resume_after_everything_stopped(store, clean, s3_server, ray_runtime, local_config,
+                                         tmp_path):
+    """A reboot: the driver, its Ray processes and the S3 server all die at once."""
+    out = BASE + "reboot/"
+    log_path = tmp_path / "driver.log"
+    proc = start_driver(out, "b1", log_path)
+    try:
+        wait_for_checkpoint(store, out, "b1", proc, log_path)
+        everything = [proc.pid, *_descendants(proc.pid)]
+        _kill(everything)
+        local_s3.stop(s3_server.data_dir, timeout_s=0)  # SIGKILL, as a power cut
+        proc.wait(timeout=30)
+    finally:
+        _kill([proc.pid, *_descendants(proc.pid)])
+    restarted = local_s3.start(s3_server.data_dir)
+    assert restarted.endpoint_url == s3_server.endpoint_url  # same endpoint after the restart
+    result = run_pipeline(local_config(*overrides(out)), run_id="b1")
+    assert result.exit_code == 0 and result.summary["resumed_recordings"] > 0
+    same_as_clean(outputs(store, out, "b1"), clean)
+
+
+# --- storage faults ---------------------------------------------------------------------------
+def test_transient_s3_faults_are_retried(store, clean, s3_server, ray_runtime, local_config):
+    out = BASE + "proxy/"
+    with S3FaultProxy(s3_server.endpoint_url) as proxy:
+        proxy.every(3, ["slowdown", "reset", "reset_after", "500"])
+        result = run_pipeline(local_config(*overrides(
+            out, f"storage.endpoint_url={proxy.url}")), run_id="p1")
+        proxy.every(0)
+    assert result.exit_code == 0
+    assert set(proxy.faults) == {"slowdown", "reset", "reset_after", "500"}
+    assert sum(proxy.faults.values()) >= 6
+    same_as_clean(outputs(store, out, "p1"), clean)
+
+
+def test_s3_server_restarted_mid_run(store, clean, s3_server, ray_runtime, local_config):
+    out = BASE + "restart/"
+    events: list[str] = []
+    finished = threading.Event()
+
+    def restart_server():
+        while not finished.is_set():
+            if store.list(f"{out}_staging/r1/parts/"):
+                local_s3.stop(s3_server.data_dir)
+                events.append("stopped")
+                time.sleep(3)
+                local_s3.start(s3_server.data_dir)
+                events.append("started" if not finished.is_set() else "started late")
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=restart_server, daemon=True)
+    thread.start()
+    try:
+        result = run_pipeline(local_config(*overrides(out)), run_id="r1")
+    finally:
+        finished.set()
+        thread.join()
+    assert events == ["stopped", "started"], "the server was not restarted while the run ran"
+    assert result.exit_code == 0
+    same_as_clean(outputs(store, out, "r1"), clean)
+
+
+@pytest.mark.parametrize("case", ["bad_secret", "missing_bucket", "access_denied"])
+def test_permanent_s3_errors_fail_fast(case, store, s3_server, capsys):
+    extra, expect = [], ""
+    proxy = None
+    if case == "bad_secret":
+        extra, expect = ["storage.secret_access_key=not-the-secret"], "rejected the credentials"
+    elif case == "missing_bucket":
+        extra, expect = ["output.uri=s3://no-such-bucket-audioverse/"], "bucket does not exist"
+    else:
+        proxy = S3FaultProxy(s3_server.endpoint_url)
+        proxy.start()
+        proxy.deny(True)
+        extra, expect = [f"storage.endpoint_url={proxy.url}"], "access denied"
+    try:
+        t0 = time.monotonic()
+        code = main(["run", str(LOCAL_CONFIG),
+                     *sum([["--set", o] for o in overrides(BASE + "perm/", *extra)], [])])
+        elapsed = time.monotonic() - t0
+    finally:
+        if proxy:
+            proxy.stop()
+    err = capsys.readouterr().err
+    assert code == EXIT_STORAGE, err
+    assert expect in err and "Traceback" not in err
+    assert elapsed < 20, f"a permanent error took {elapsed:.0f}s to report"
