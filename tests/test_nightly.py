@@ -144,18 +144,20 @@ def _cmdline(pid: int) -> str:
 
 
 def start_driver(out: str, run_id: str, log_path: Path) -> subprocess.Popen:
+    """`audioverse run` as its own process (and session), one object per wave."""
     args = [AUDIOVERSE, "run", str(LOCAL_CONFIG), "--run-id", run_id]
-    for item in overrides(out):
+    for item in overrides(out, "run.wave_objects=1"):
         args += ["--set", item]
     return subprocess.Popen(args, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
 def wait_for_checkpoint(store: ObjectStore, out: str, run_id: str, proc: subprocess.Popen,
-                        log_path: Path, timeout_s: float = 240) -> None:
+                        log_path: Path, parts: int = 1, timeout_s: float = 240) -> None:
+    """Wait until the run's staging area holds `parts` finished waves."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if store.list(f"{out}_staging/{run_id}/parts/"):
+        if len(store.list(f"{out}_staging/{run_id}/parts/")) >= parts:
             return
         assert proc.poll() is None, f"the run ended before a checkpoint:\n{log_path.read_text()}"
         time.sleep(0.3)
@@ -289,40 +291,65 @@ def test_lock_keeps_runs_apart_and_a_stale_lock_is_taken_over(store, capsys):
 
 
 # --- resume -----------------------------------------------------------------------------------
-def test_resume_after_the_driver_is_killed(store, clean, ray_runtime, local_config, tmp_path):
-    out = BASE + "kill-driver/"
-    log_path = tmp_path / "driver.log"
-    proc = start_driver(out, "k1", log_path)
+def test_resume_after_driver_kill_then_after_everything_stopped(
+        store, clean, s3_server, ray_runtime, local_config, tmp_path):
+    """One run id, three attempts, one object per wave: attempt 1's driver is `kill -9`ed after
+    its first wave; attempt 2 resumes, and after its first wave everything dies at once as in a
+    reboot (driver, its Ray processes, the S3 server); attempt 3 finishes. The result must be
+    the clean run's."""
+    out = BASE + "kill/"
+
+    # Attempt 1: kill -9 the driver alone.
+    log1 = tmp_path / "attempt1.log"
+    proc = start_driver(out, "k1", log1)
     try:
-        wait_for_checkpoint(store, out, "k1", proc, log_path)
+        wait_for_checkpoint(store, out, "k1", proc, log1, parts=1)
         ray_procs = _descendants(proc.pid)
-        os.kill(proc.pid, signal.SIGKILL)  # kill -9 the driver
+        os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         _kill([proc.pid, *_descendants(proc.pid)])
     time.sleep(1)
     _kill(ray_procs)  # its local Ray dies with it; make sure, so this machine's cores are free
     assert not store.exists(f"{out}runs/k1/summary.json")
-    holder = read_lock(store, out)[0]
-    assert holder["run_id"] == "k1"  # the dead driver's lock is still there
+    assert read_lock(store, out)[0]["run_id"] == "k1"  # the dead driver's lock is still there
 
-    result = run_pipeline(local_config(*overrides(out)), run_id="k1")  # same run id
+    # Attempt 2: resumes (takes the dead driver's lock over), then the power goes.
+    log2 = tmp_path / "attempt2.log"
+    proc = start_driver(out, "k1", log2)
+    try:
+        wait_for_checkpoint(store, out, "k1", proc, log2, parts=2)
+        _kill([proc.pid, *_descendants(proc.pid)])
+        local_s3.stop(s3_server.data_dir, timeout_s=0)  # SIGKILL, as a power cut
+        proc.wait(timeout=30)
+    finally:
+        _kill([proc.pid, *_descendants(proc.pid)])
+    assert "resuming run k1" in log2.read_text()
+    restarted = local_s3.start(s3_server.data_dir)
+    assert restarted.endpoint_url == s3_server.endpoint_url  # same endpoint after the restart
+
+    # Attempt 3: same run id, finishes.
+    result = run_pipeline(local_config(*overrides(out, "run.wave_objects=1")), run_id="k1")
     assert result.exit_code == 0
     resumed = result.summary["resumed_recordings"]
-    assert 0 < resumed < result.summary["inputs"], "the rerun should resume, not restart"
+    assert 2 <= resumed < result.summary["inputs"], "the rerun should resume, not restart"
     same_as_clean(outputs(store, out, "k1"), clean)
     assert read_lock(store, out) is None
 
 
-def test_run_completes_when_a_worker_is_killed(store, clean, ray_runtime, local_config):
-    out = BASE + "kill-worker/"
+# --- storage faults ---------------------------------------------------------------------------
+def test_transient_s3_faults_and_a_killed_worker(store, clean, s3_server, ray_runtime,
+                                               local_config):
+    """Through the fault proxy (every third request: 503 SlowDown, a reset before or after the
+    server acted, a 500), and with one Ray Data actor process SIGKILLed mid-run: the run
+    retries, Ray restarts the actor, and the clean run's rows come out."""
+    out = BASE + "proxy/"
     killed: list[str] = []
     done = threading.Event()
 
-    def killer():
-        me = os.getpid()
-        while not done.is_set() and not killed:
-            for pid in _descendants(me):
+    def kill_a_worker():
+        while not done.is_set():
+            for pid in _descendants(os.getpid()):
                 cmd = _cmdline(pid)
                 if cmd.startswith("ray::") and "MapWorker" in cmd:
                     os.kill(pid, signal.SIGKILL)
@@ -330,47 +357,18 @@ def test_run_completes_when_a_worker_is_killed(store, clean, ray_runtime, local_
                     return
             time.sleep(0.2)
 
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
-    try:
-        result = run_pipeline(local_config(*overrides(out)), run_id="w1")
-    finally:
-        done.set()
-        thread.join()
-    assert killed, "no Ray Data actor process was found to kill"
-    assert result.exit_code == 0
-    same_as_clean(outputs(store, out, "w1"), clean)
-
-
-def test_resume_after_everything_stopped(store, clean, s3_server, ray_runtime, local_config,
-                                         tmp_path):
-    """A reboot: the driver, its Ray processes and the S3 server all die at once."""
-    out = BASE + "reboot/"
-    log_path = tmp_path / "driver.log"
-    proc = start_driver(out, "b1", log_path)
-    try:
-        wait_for_checkpoint(store, out, "b1", proc, log_path)
-        everything = [proc.pid, *_descendants(proc.pid)]
-        _kill(everything)
-        local_s3.stop(s3_server.data_dir, timeout_s=0)  # SIGKILL, as a power cut
-        proc.wait(timeout=30)
-    finally:
-        _kill([proc.pid, *_descendants(proc.pid)])
-    restarted = local_s3.start(s3_server.data_dir)
-    assert restarted.endpoint_url == s3_server.endpoint_url  # same endpoint after the restart
-    result = run_pipeline(local_config(*overrides(out)), run_id="b1")
-    assert result.exit_code == 0 and result.summary["resumed_recordings"] > 0
-    same_as_clean(outputs(store, out, "b1"), clean)
-
-
-# --- storage faults ---------------------------------------------------------------------------
-def test_transient_s3_faults_are_retried(store, clean, s3_server, ray_runtime, local_config):
-    out = BASE + "proxy/"
+    killer = threading.Thread(target=kill_a_worker, daemon=True)
     with S3FaultProxy(s3_server.endpoint_url) as proxy:
         proxy.every(3, ["slowdown", "reset", "reset_after", "500"])
-        result = run_pipeline(local_config(*overrides(
-            out, f"storage.endpoint_url={proxy.url}")), run_id="p1")
-        proxy.every(0)
+        killer.start()
+        try:
+            result = run_pipeline(local_config(*overrides(
+                out, f"storage.endpoint_url={proxy.url}")), run_id="p1")
+        finally:
+            done.set()
+            killer.join()
+            proxy.every(0)
+    assert killed, "no Ray Data actor process was found to kill"
     assert result.exit_code == 0
     assert set(proxy.faults) == {"slowdown", "reset", "reset_after", "500"}
     assert sum(proxy.faults.values()) >= 6
