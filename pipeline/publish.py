@@ -49,19 +49,19 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 def write_table(store: ObjectStore, prefix: str, name: str, table: pa.Table,
                 schema: pa.Schema, rows_per_file: int) -> list[dict]:
     """Write `table` as <prefix><name>/part-00000.parquet ... (at least one file, even empty)."""
-    table = table.replace_schema_metadata(with_metadata(schema, name).metadata)
     files = []
     count = max(1, -(-table.num_rows // rows_per_file))
     for part in range(count):
         chunk = table.slice(part * rows_per_file, rows_per_file)
         key = f"{name}/part-{part:05d}.parquet"
-        store.put(prefix + key, _parquet_bytes(chunk))
+        write_parquet(store, prefix + key, chunk, schema, name)
         files.append({"path": key, "rows": chunk.num_rows})
     return files
 
 
 def write_parquet(store: ObjectStore, uri: str, table: pa.Table, schema: pa.Schema,
                   name: str) -> None:
+    """One Parquet object carrying the schema version and table name in its metadata."""
     table = table.replace_schema_metadata(with_metadata(schema, name).metadata)
     store.put(uri, _parquet_bytes(table))
 

@@ -59,19 +59,16 @@ class Staging:
         tables = [pq.read_table(io.BytesIO(self.store.get(o.uri))) for o in objects]
         if not tables:
             return None
-        table = pa.concat_tables(tables, promote_options="default")
         # A part is one object, written whole or not at all; still, never count a recording
-        # twice (e.g. two attempts raced before the lock existed).
-        first_part: dict[str, int] = {}
-        keep = []
-        for i, t in enumerate(tables):
-            for rid in set(t.column("recording_id").to_pylist()):
-                first_part.setdefault(rid, i)
-            keep.append(pc.is_in(t.column("recording_id"), value_set=pa.array(
-                [r for r, p in first_part.items() if p == i], pa.string())))
-        table = pa.concat_tables([t.filter(k) for t, k in zip(tables, keep)],
-                                 promote_options="default")
-        return table
+        # twice (e.g. two attempts raced before the lock existed): the first part wins.
+        seen: set[str] = set()
+        kept = []
+        for table in tables:
+            ids = table.column("recording_id")
+            new = set(ids.to_pylist()) - seen
+            kept.append(table.filter(pc.is_in(ids, value_set=pa.array(sorted(new), pa.string()))))
+            seen |= new
+        return pa.concat_tables(kept, promote_options="default")
 
     def write_part(self, table: pa.Table) -> str:
         if self._next_part is None:
