@@ -164,10 +164,24 @@ def _ready(server: S3Server, bucket: str | None, timeout_s: float) -> None:
     )
 
 
+def _is_our_server(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` is the `weed mini` serving `data_dir`, not a process that got its PID after
+    the server died (a reboot, a SIGKILL). Only then may `stop` signal its process group: a
+    reused PID can be another session's group leader, e.g. the shell running the tests."""
+    if not pid_alive(pid):
+        return False
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    store = f"-dir={data_dir.resolve() / 'data'}".encode()
+    return bool(args) and Path(args[0].decode(errors="replace")).name == "weed" and store in args
+
+
 def running(data_dir: str | Path) -> S3Server | None:
     """The server already running for this data directory, if any."""
     state = _load_state(Path(data_dir))
-    if not state or not pid_alive(state["pid"]):
+    if not state or not _is_our_server(state["pid"], Path(data_dir)):
         return None
     state.pop("ports", None)
     return S3Server(**state)
@@ -235,7 +249,7 @@ def start(data_dir: str | Path, bucket: str | None = None, timeout_s: float = 60
 def stop(data_dir: str | Path, timeout_s: float = 15.0) -> bool:
     """Stop the server of this data directory by PID. Returns whether one was running."""
     state = _load_state(Path(data_dir))
-    if not state or not pid_alive(state["pid"]):
+    if not state or not _is_our_server(state["pid"], Path(data_dir)):
         return False
     pid = state["pid"]
     try:
