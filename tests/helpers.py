@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -17,6 +22,18 @@ CHEAP = ["caption.enabled=false", "measures.pitch=false", "asr.language=en",
          "asr.systems=" + json.dumps([
              {"name": "whisper-tiny-en", "model": "asr/whisper-tiny-en", "cpu_threads": 2},
              {"name": "pocketsphinx-en", "model": "asr/pocketsphinx-en-us"}])]
+
+
+AUDIOVERSE_CLI = [sys.executable, "-m", "pipeline.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, env=None, timeout=120) -> tuple[subprocess.CompletedProcess, float]:
+    """`audioverse ARGS` as its own process (as cron runs it); returns it and its wall time."""
+    started = time.monotonic()
+    proc = subprocess.run([*AUDIOVERSE_CLI, *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+    return proc, time.monotonic() - started
 
 
 def listing_for(keys: list[str], bucket: str, run_id: str = "test") -> pa.Table:

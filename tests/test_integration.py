@@ -1,8 +1,11 @@
 """Whole runs on local Ray against the real SeaweedFS server, on real demo clips.
 
-One run's outputs are read back the way an auditor would (Parquet over S3 with s3fs) and
-checked against the row invariant, the planted bad files, reference transcripts and a second
-run of the same input."""
+One run over every demo clip (captions off) is read back the way an auditor would (Parquet
+over S3 with s3fs) and checked against the row invariant, the planted bad files and reference
+transcripts. A second run of its first 9 objects, with the embedded caption server on, must give
+the same rows and valid captions. (The small caption model takes ~7 s a segment on these two
+cores, so it runs on the second run's few speech segments only; tests/test_captioner.py covers
+music and sound.)"""
 import json
 import os
 
@@ -12,11 +15,13 @@ import pytest
 from infra.demo_corpus import librivox_references
 from model_serving.s3client import StorageError
 from operators.storage import ObjectStore
+from pipeline.errors import EXIT_TOO_MANY_FAILED
 from pipeline.runner import run_pipeline
 from schemas import reasons
 from schemas.config import StorageConfig
 from schemas.tables import ANNOTATIONS_SCHEMA, REJECTS_SCHEMA, SCHEMA_VERSION
-from tests.conftest import TEST_BUCKET, corpus_wer
+from tests.conftest import LOCAL_CONFIG, TEST_BUCKET, corpus_wer
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +58,18 @@ def read_run(prefix: str):
 @pytest.fixture(scope="module")
 def first_run(demo_corpus, ray_runtime, local_config):
     # --full: other test modules' runs share this output, and the ledger may know some objects.
-    result = run_pipeline(local_config(), run_id="it-a", full=True)
+    result = run_pipeline(local_config("caption.enabled=false"), run_id="it-a", full=True)
     assert result.exit_code == 0
+    return result, *read_run(result.prefix)
+
+
+@pytest.fixture(scope="module")
+def second_run(first_run, local_config):
+    # The first 9 objects by key (bad/ and cmu_cards/): every reject, and speech that goes
+    # through ASR, agreement, speakers and captions. --full: the ledger knows these objects
+    # from it-a; an incremental run would skip them.
+    result = run_pipeline(local_config("input.limit=9"), run_id="it-b", full=True)
+    assert result.exit_code == EXIT_TOO_MANY_FAILED  # 7 of 9 rejected: published all the same
     return result, *read_run(result.prefix)
 
 
@@ -118,7 +133,13 @@ def test_summary_agrees_with_tables(first_run):
     assert summary["audio_hours"] > 0 and summary["real_time_factor"] > 0
     assert summary["models"]["asr:whisper-base"].startswith("asr/whisper-base@")
     assert set(summary["models"]) == {"vad", "events", "speakers", "asr:whisper-base",
-                                      "asr:whisper-tiny-en", "asr:pocketsphinx-en", "caption"}
+                                      "asr:whisper-tiny-en", "asr:pocketsphinx-en"}
+    assert summary["captions"]["captioned"] == 0  # captions were off
+
+
+def test_summary_counts_the_captions(second_run):
+    _, summary, ann, _ = second_run
+    assert summary["models"]["caption"].startswith("caption/smollm2-135m@")
     captioned = [r for r in ann.to_pylist() if r["caption_description"] is not None]
     assert summary["captions"]["captioned"] == len(captioned) > 0
     assert summary["captions"]["sources"] == {"text_features": len(captioned)}
@@ -192,11 +213,11 @@ def test_speaker_ids_are_consistent_within_a_recording(first_run):
         assert row["speaker_count"] is None  # no speakers on music
 
 
-def test_kept_segments_have_valid_captions_that_agree_with_measurements(first_run):
+def test_kept_segments_have_valid_captions_that_agree_with_measurements(second_run):
     """The embedded server ran the real small model on every kept segment."""
     from schemas.captions import ENVIRONMENTS, SCENES, UNHEARD_BY_TEXT_MODEL
 
-    _, summary, ann, _ = first_run
+    _, summary, ann, _ = second_run
     rows = ann.to_pylist()
     kept = [r for r in rows if r["drop_reason"] is None]
     assert kept and all(r["caption_description"] for r in kept)
@@ -220,18 +241,23 @@ def test_kept_segments_have_valid_captions_that_agree_with_measurements(first_ru
             assert r["drop_stage"] == "caption" and r["drop_detail"]
 
 
-def test_second_run_gives_identical_rows(first_run, local_config):
+def test_second_run_gives_identical_rows(first_run, second_run):
+    """Every column but the run id and the captions (off in the first run) is equal."""
     import pyarrow.compute as pc
 
     _, _, ann_a, rej_a = first_run
-    # The first 9 objects by key (bad/ and cmu_cards/: every reject, and speech that goes
-    # through ASR, agreement, speakers and captions) keep the suite within its time budget.
-    # --full: the ledger knows these objects from it-a; an incremental run would skip them.
-    result = run_pipeline(local_config("input.limit=9"), run_id="it-b", full=True)
-    _, ann_b, rej_b = read_run(result.prefix)
+    _, _, ann_b, rej_b = second_run
     assert ann_b.num_rows > 0 and rej_b.num_rows == len(EXPECTED_REJECTS)
     same = pc.is_in(ann_a.column("recording_id"), value_set=ann_b.column("recording_id"))
-    assert ann_a.filter(same).drop_columns(["run_id"]).equals(ann_b.drop_columns(["run_id"]))
+    a = ann_a.filter(same).drop_columns(["run_id"])
+    b = ann_b.drop_columns(["run_id"])
+    captions = [n for n in a.column_names if n.startswith("caption_")]
+    drops = ["drop_stage", "drop_reason", "drop_detail"]
+    assert a.drop_columns(captions + drops).equals(b.drop_columns(captions + drops))
+    # A segment the captioner dropped (invalid JSON, endpoint error) was kept without it.
+    for row_a, row_b in zip(a.select(drops).to_pylist(), b.select(drops).to_pylist()):
+        assert row_b == row_a or (row_b["drop_stage"] == "caption"
+                                  and row_a["drop_reason"] is None)
     assert rej_a.drop_columns(["run_id"]).equals(rej_b.drop_columns(["run_id"]))
 
 
@@ -247,8 +273,11 @@ def test_rerun_of_a_committed_run_id_changes_nothing(first_run, local_config, s3
 
 def test_a_run_that_dies_while_publishing_leaves_nothing_complete(
         demo_corpus, ray_runtime, local_config, s3_client, monkeypatch):
-    # Every object under bad/ is rejected: nothing to caption, no caption server needed.
-    cfg = local_config(f"input.uri=s3://{TEST_BUCKET}/raw/bad/", "caption.enabled=false")
+    """Attempt 1 dies while publishing; attempt 2, the same run id through the CLI as cron
+    runs it, finishes with exit 4 (every object under bad/ is rejected), one JSON object on
+    stdout, the human summary on stderr, and no file of the dead attempt left."""
+    # Nothing to caption when everything is rejected: no caption server needed.
+    sets = [f"input.uri=s3://{TEST_BUCKET}/raw/bad/", "caption.enabled=false"]
     real_put = ObjectStore.put
 
     def failing_put(self, uri, body, content_type="application/octet-stream", **kw):
@@ -258,7 +287,7 @@ def test_a_run_that_dies_while_publishing_leaves_nothing_complete(
 
     monkeypatch.setattr(ObjectStore, "put", failing_put)
     with pytest.raises(StorageError):
-        run_pipeline(cfg, run_id="it-crash", full=True)
+        run_pipeline(local_config(*sets), run_id="it-crash", full=True)
     store = ObjectStore(StorageConfig())
     prefix = f"s3://{TEST_BUCKET}/runs/it-crash/"
     left = [o.key for o in store.list(prefix)]
@@ -267,9 +296,16 @@ def test_a_run_that_dies_while_publishing_leaves_nothing_complete(
     monkeypatch.setattr(ObjectStore, "put", real_put)
     s3_client.put_object(Bucket=TEST_BUCKET, Key="runs/it-crash/annotations/part-00009.parquet",
                          Body=b"stale file of the dead attempt")
-    result = run_pipeline(cfg, run_id="it-crash", full=True)
-    assert result.exit_code == 4  # every object under bad/ is rejected
+    # --full: other tests' runs share this output, and their ledger may know these objects.
+    args = ["run", str(LOCAL_CONFIG), "--json", "--run-id", "it-crash", "--full",
+            "--set", f"output.uri=s3://{TEST_BUCKET}/", "--set", "ray.object_store_mb=300"]
+    proc, _ = run_cli(*args, *sum((["--set", s] for s in sets), []), timeout=300)
+    assert proc.returncode == EXIT_TOO_MANY_FAILED, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)  # stdout is exactly one JSON object
+    assert summary["status"] == "too_many_failed_inputs"
+    assert summary["inputs"] == 7 and summary["recordings_rejected"] == 7
+    assert "rejected  empty_object" in proc.stderr  # the human summary goes to stderr
     listed = sorted(o.key.split("it-crash/", 1)[1] for o in store.list(prefix))
-    named = sorted([f["path"] for fs in result.summary["files"].values() for f in fs]
+    named = sorted([f["path"] for fs in summary["files"].values() for f in fs]
                    + ["summary.json"])
     assert listed == named  # the stale file is gone; everything present is in the summary
