@@ -49,4 +49,3 @@ def test_missing_model_of_any_system_is_exit_5_naming_the_entry(s3_server, tmp_p
     assert proc.returncode == EXIT_MODEL, proc.stderr
     assert entry in proc.stderr and f"{tmp_path}/weights" in proc.stderr
     assert "Traceback" not in proc.stderr and "Started a local Ray" not in proc.stderr
-
