@@ -4,7 +4,6 @@ re-selection checked with DuckDB, and the trainer reader over the real shards.""
 import dataclasses
 import hashlib
 import io
-import json
 import math
 
 import duckdb
