@@ -79,10 +79,16 @@ def read_takedowns(store: ObjectStore, cfg: InputConfig) -> set[str]:
     if not store.exists(cfg.takedown_uri):
         raise ConfigError(f"input.takedown_uri {cfg.takedown_uri} does not exist: create it "
                           f"(one source per line; it may be empty) or unset the key")
-    bucket, prefix = split_uri(cfg.uri)
-    base = f"s3://{bucket}/{prefix}"
+    return parse_takedowns(store.get(cfg.takedown_uri).decode("utf-8", "replace"), cfg.uri)
+
+
+def parse_takedowns(text: str, input_uri: str) -> set[str]:
+    """Source URIs of a takedown list: one per line, `#` comments; a line without `s3://` is a
+    key relative to input.uri, taken as a folder whether or not the URI ends with `/`."""
+    bucket, prefix = split_uri(input_uri)
+    base = f"s3://{bucket}/{prefix.rstrip('/') + '/' if prefix else ''}"
     out = set()
-    for line in store.get(cfg.takedown_uri).decode("utf-8", "replace").splitlines():
+    for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             out.add(line if line.startswith("s3://") else base + line.lstrip("/"))

@@ -40,7 +40,8 @@ def split_results(results: pa.Table) -> tuple[pa.Table, pa.Table]:
     return ann, rej
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A table as Parquet bytes (zstd), the form every pipeline file is written in."""
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd", row_group_size=50_000)
     return buf.getvalue()
@@ -63,7 +64,7 @@ def write_parquet(store: ObjectStore, uri: str, table: pa.Table, schema: pa.Sche
                   name: str) -> None:
     """One Parquet object carrying the schema version and table name in its metadata."""
     table = table.replace_schema_metadata(with_metadata(schema, name).metadata)
-    store.put(uri, _parquet_bytes(table))
+    store.put(uri, parquet_bytes(table))
 
 
 def write_summary(store: ObjectStore, prefix: str, summary: dict) -> str:

@@ -178,15 +178,15 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, config_path: st
             plan, _ = plan_inputs(cfg, store, run_id, full)
             todo, marks, counts = plan.todo, plan.marks, plan.counts
             staging.save_plan(todo, {"counts": counts, "marks": marks, "started_at": started_at})
-            done = None
+            done, resumed = None, 0
         else:
             # Same run id after a crash: the same objects as the first attempt, minus finished ones.
             todo, frozen = saved
             marks, counts, started_at = frozen["marks"], frozen["counts"], frozen["started_at"]
             done = staging.load_parts()
+            resumed = 0 if done is None else len(pc.unique(done.column("recording_id")))
             log.warning("resuming run %s: %d of %d recordings were finished by an earlier "
-                        "attempt", run_id, 0 if done is None else
-                        len(set(done.column("recording_id").to_pylist())), todo.num_rows)
+                        "attempt", run_id, resumed, todo.num_rows)
         _log_plan(counts, cfg.input.uri)
         stale = store.delete_prefix(prefix)
         if stale:
@@ -226,8 +226,7 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, config_path: st
             limits={"max_failed_fraction": cfg.run.max_failed_fraction},
         )
         summary["sources"] = counts
-        summary["resumed_recordings"] = 0 if done is None else \
-            len(set(done.column("recording_id").to_pylist()))
+        summary["resumed_recordings"] = resumed
         write_summary(store, prefix, summary)  # the commit point
         staging.clear()
     if too_many:

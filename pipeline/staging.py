@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from operators.storage import ObjectStore
-from pipeline.publish import SUMMARY
+from pipeline.publish import SUMMARY, parquet_bytes
 
 log = logging.getLogger("audioverse.staging")
 
@@ -39,7 +39,7 @@ class Staging:
 
     # --- the frozen plan ------------------------------------------------------------------
     def save_plan(self, todo: pa.Table, plan: dict) -> None:
-        self.store.put(self.prefix + "plan.parquet", _parquet(todo))
+        self.store.put(self.prefix + "plan.parquet", parquet_bytes(todo))
         self.store.put(self.prefix + "plan.json",  # last: plan.json marks the plan complete
                        json.dumps(plan, indent=2, sort_keys=True).encode(), "application/json")
 
@@ -74,7 +74,7 @@ class Staging:
         if self._next_part is None:
             self._next_part = len(self.store.list(self.prefix + "parts/"))
         uri = f"{self.prefix}parts/part-{self._next_part:05d}.parquet"
-        self.store.put(uri, _parquet(table))
+        self.store.put(uri, parquet_bytes(table))
         self._next_part += 1
         return uri
 
@@ -108,8 +108,3 @@ def clean_dead_runs(store: ObjectStore, output_uri: str, keep_run_id: str) -> li
         log.warning("cleaned up what dead runs left behind: %s", ", ".join(sorted(cleaned)))
     return sorted(cleaned)
 
-
-def _parquet(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()

@@ -2,7 +2,7 @@
 processes, which it skips, and which sources it marks deleted or taken down."""
 import pyarrow as pa
 
-from pipeline.ledger import latest_states, ledger_rows, plan_run
+from pipeline.ledger import latest_states, ledger_rows, parse_takedowns, plan_run
 from schemas.tables import LEDGER_SCHEMA, LISTING_SCHEMA
 
 RAW = "s3://b/raw/"
@@ -86,3 +86,12 @@ def test_limit_defers_the_rest_to_later_nights():
     plan = plan_run(listing(("a.wav", "1"), ("b.wav", "1"), ("c.wav", "1")), {}, set(), RAW,
                     limit=2)
     assert keys(plan.todo) == ["a.wav", "b.wav"] and plan.counts["deferred_by_limit"] == 1
+
+
+def test_takedown_lines_resolve_against_the_input_prefix_as_a_folder():
+    text = "# legal request 123\na/card2.wav\n  /b/x.flac  # trailing comment\n\n" \
+           "s3://other/raw/y.wav\n"
+    want = {RAW + "a/card2.wav", RAW + "b/x.flac", "s3://other/raw/y.wav"}
+    assert parse_takedowns(text, RAW) == want
+    assert parse_takedowns(text, RAW.rstrip("/")) == want  # no trailing slash: same sources
+    assert parse_takedowns("k.wav", "s3://b") == {"s3://b/k.wav"}  # the bucket root
