@@ -42,7 +42,7 @@ bench-annotate: install
 	.venv/bin/python -m bench.models_bench
 
 bench-caption: install
-	.venv/bin/python -m bench.caption_bench --segments 16
+	.venv/bin/python -m bench.caption_bench --segments 16 --active-segments 4
 
 bench-tokenize: install
 	.venv/bin/python -m bench.tokenizer_bench --seconds 120

@@ -1,4 +1,5 @@
-"""Caption benchmark: the embedded server and model, with and without constrained decoding.
+"""Caption benchmark: the embedded server and model, with and without constrained decoding, on
+an idle machine and beside a competing CPU load.
 
 Features come from real material: LibriVox and CMU transcripts (pocketsphinx-testdata) as speech
 segments and tuxpaint sound effects named for what they are as sound segments. Each mode runs
@@ -6,11 +7,17 @@ the real caption stage (one request at a time, as the embedded server serves the
 captions/s, generated tokens/s, and how the replies fared: valid without repair, repaired into a
 valid caption, or dropped.
 
-    .venv/bin/python -m bench.caption_bench [--segments 12]
+The load modes start one busy process per core (as the Ray workers of a run are) and caption
+again: once with the server as the pipeline starts it (OMP_WAIT_POLICY=PASSIVE) and once with
+llama.cpp's default spin-waiting OpenMP threads (ACTIVE), on fewer segments since it is slow.
+
+    .venv/bin/python -m bench.caption_bench [--segments 16] [--active-segments 4]
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import time
 from dataclasses import replace
 
@@ -41,7 +48,7 @@ def feature_rows(n: int) -> list[dict]:
     return rows[:n]
 
 
-def run_mode(url: str, cfg, rows: list[dict], constrained: bool) -> dict:
+def run_mode(url: str, cfg, rows: list[dict], constrained: bool, label: str) -> dict:
     stage = CaptionStage(replace(cfg.caption, constrained=constrained, concurrency=1),
                          endpoint_url=url, model_label="bench")
     t0 = time.monotonic()
@@ -50,7 +57,7 @@ def run_mode(url: str, cfg, rows: list[dict], constrained: bool) -> dict:
     tokens = sum(r["caption_completion_tokens"] or 0 for r in out)
     answered = [r for r in out if r["caption_raw"] is not None]
     return {
-        "mode": "constrained" if constrained else "unconstrained",
+        "mode": label,
         "segments": len(out), "wall_s": wall, "captions_per_s": len(out) / wall,
         "tokens_per_s": tokens / wall, "tokens_per_caption": tokens / max(1, len(out)),
         "valid_as_is": sum(1 for r in answered
@@ -62,32 +69,72 @@ def run_mode(url: str, cfg, rows: list[dict], constrained: bool) -> dict:
     }
 
 
+def _spin() -> None:
+    while True:
+        pass
+
+
+class CpuLoad:
+    """One busy process per core while inside the block."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.procs: list[multiprocessing.Process] = []
+
+    def __enter__(self) -> "CpuLoad":
+        self.procs = [multiprocessing.Process(target=_spin, daemon=True)
+                      for _ in range(self.workers)]
+        for p in self.procs:
+            p.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for p in self.procs:
+            p.terminate()
+            p.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--segments", type=int, default=12)
+    parser.add_argument("--segments", type=int, default=16)
+    parser.add_argument("--active-segments", type=int, default=4,
+                        help="segments for the spin-waiting (ACTIVE) baseline under load")
+    parser.add_argument("--load-workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--config", default="configs/local.yaml")
     args = parser.parse_args()
     cfg = load_config(args.config)
     registry = ModelRegistry(cfg.models, cfg.model_cache_dir)
     resolved = registry.resolve(cfg.caption.local_server.model)
+    gguf = str(resolved.only_file(".gguf", "GGUF model"))
     rows = feature_rows(args.segments)
-    with LocalLlmServer(str(resolved.only_file(".gguf", "GGUF model")),
-                        alias=cfg.caption.endpoint.model,
-                        threads=cfg.caption.local_server.threads) as server:
-        results = [run_mode(server.url, cfg, rows, c) for c in (True, False)]
+    server_args = dict(alias=cfg.caption.endpoint.model, threads=cfg.caption.local_server.threads)
+    with LocalLlmServer(gguf, **server_args) as server:
+        results = [run_mode(server.url, cfg, rows, True, "constrained, idle"),
+                   run_mode(server.url, cfg, rows, False, "unconstrained, idle")]
+        with CpuLoad(args.load_workers):
+            results.append(run_mode(server.url, cfg, rows, True, "constrained, load, PASSIVE"))
+    with LocalLlmServer(gguf, env={"OMP_WAIT_POLICY": "ACTIVE"}, **server_args) as server:
+        with CpuLoad(args.load_workers):
+            results.append(run_mode(server.url, cfg, rows[:args.active_segments], True,
+                                    "constrained, load, ACTIVE"))
     print(f"\ncaption benchmark: {resolved.label}, llama.cpp server, "
           f"{cfg.caption.local_server.threads} threads, greedy, max_tokens "
-          f"{cfg.caption.max_tokens}, {len(rows)} segments (speech and sound, real texts)")
-    head = (f"{'mode':<14} {'captions/s':>10} {'tokens/s':>9} {'tok/caption':>11} "
+          f"{cfg.caption.max_tokens}, {len(rows)} segments (speech and sound, real texts); "
+          f"load = {args.load_workers} busy processes on {os.cpu_count()} cores")
+    head = (f"{'mode':<28} {'segs':>4} {'captions/s':>10} {'tokens/s':>9} {'tok/caption':>11} "
             f"{'valid as is':>11} {'needed repair':>13} {'repaired->valid':>15} {'dropped':>8}")
     print(head)
     print("-" * len(head))
     for r in results:
         n = r["segments"]
-        print(f"{r['mode']:<14} {r['captions_per_s']:>10.3f} {r['tokens_per_s']:>9.1f} "
+        print(f"{r['mode']:<28} {n:>4} {r['captions_per_s']:>10.3f} {r['tokens_per_s']:>9.1f} "
               f"{r['tokens_per_caption']:>11.0f} {r['valid_as_is'] / n:>11.0%} "
               f"{r['needed_repair'] / n:>13.0%} {r['repaired_valid'] / n:>15.0%} "
               f"{r['dropped'] / n:>8.0%}")
+    idle, passive, active = results[0], results[2], results[3]
+    print(f"\ntokens/s under load: PASSIVE {passive['tokens_per_s']:.1f} "
+          f"({passive['tokens_per_s'] / idle['tokens_per_s']:.0%} of idle), ACTIVE (spin-wait) "
+          f"{active['tokens_per_s']:.1f} ({active['tokens_per_s'] / idle['tokens_per_s']:.0%})")
 
 
 if __name__ == "__main__":

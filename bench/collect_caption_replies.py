@@ -18,7 +18,7 @@ from model_serving.llm_server import LocalLlmServer
 from model_serving.registry import ModelRegistry
 from operators.caption_prompt import build_messages
 from pipeline.config import load_config
-from schemas.captions import caption_json_schema
+from schemas.captions import request_schema
 
 ROWS = {
     "speech": {"content_type": "speech", "duration_s": 7.3, "language": "en",
@@ -55,7 +55,7 @@ def collect(out: Path, config: str = "configs/local.yaml") -> None:
     cfg = load_config(config)
     registry = ModelRegistry(cfg.models, cfg.model_cache_dir)
     gguf = registry.resolve(cfg.caption.local_server.model).only_file(".gguf", "GGUF model")
-    schema = caption_json_schema(hears_audio=False)
+    schema = request_schema(hears_audio=False)
     out.mkdir(parents=True, exist_ok=True)
     index = {}
     with LocalLlmServer(str(gguf), alias=cfg.caption.endpoint.model) as server:

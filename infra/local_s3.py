@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -31,6 +32,24 @@ from pipeline.lock import pid_alive
 
 GRPC_OFFSET = 10000
 STATE_FILE = "state.json"
+START_ATTEMPTS = 4  # new ports each time SeaweedFS exits at start-up over a port
+# What `weed` writes when a port it was given cannot be used (taken meanwhile by another
+# process, or clashing with a gRPC twin).
+PORT_FAILURES = ("Port allocation failed", "address already in use", "reserved for gRPC")
+
+log = logging.getLogger("audioverse.local_s3")
+
+
+class StartupExited(RuntimeError):
+    """SeaweedFS exited before it was ready; `log_text` is what it wrote meanwhile."""
+
+    def __init__(self, message: str, log_text: str):
+        super().__init__(message)
+        self.log_text = log_text
+
+    @property
+    def port_failure(self) -> bool:
+        return any(p in self.log_text for p in PORT_FAILURES)
 
 
 @dataclass
@@ -65,17 +84,28 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports that are free together with their gRPC twin at +10000."""
+def _any_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _free_ports(count: int, pick=_any_free_port) -> list[int]:
+    """`count` free ports whose gRPC twins (+10000) are free too, all 2 x `count` distinct.
+
+    Distinct matters: SeaweedFS refuses to start when one service's port is another's gRPC
+    twin ("port 43217 for Filer ... is reserved for gRPC calculation"), e.g. filer 43217 with
+    admin 33217. One such collision took down every test that used the server."""
     chosen: list[int] = []
+    taken: set[int] = set()
     while len(chosen) < count:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + GRPC_OFFSET > 65535 or port in chosen:
+        port = pick()
+        twin = port + GRPC_OFFSET
+        if twin > 65535 or port in taken or twin in taken:
             continue
-        if _port_free(port + GRPC_OFFSET):
+        if _port_free(twin):
             chosen.append(port)
+            taken.update((port, twin))
     return chosen
 
 
@@ -144,9 +174,8 @@ def _ready(server: S3Server, bucket: str | None, timeout_s: float) -> None:
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         if not pid_alive(server.pid):
-            raise RuntimeError(
-                f"SeaweedFS exited during start-up; see {server.data_dir}/weed.log"
-            )
+            raise StartupExited(
+                f"SeaweedFS exited during start-up; see {server.data_dir}/weed.log", "")
         try:
             try:
                 client.head_bucket(Bucket=probe_bucket)
@@ -203,10 +232,31 @@ def start(data_dir: str | Path, bucket: str | None = None, timeout_s: float = 60
     # A restart (after a crash or a reboot) keeps the endpoint clients already know, if its
     # ports are still free.
     previous = (_load_state(data_dir) or {}).get("ports")
-    if previous and _wait_free(previous, timeout_s=15):
-        master, volume, filer, s3, admin = previous
-    else:
-        master, volume, filer, s3, admin = _free_ports(5)
+    ports = previous if previous and _wait_free(previous, timeout_s=15) else _free_ports(5)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _launch(data_dir, ports, identities, access_key, secret_key, region, bucket,
+                           timeout_s)
+        except StartupExited as exc:
+            if not exc.port_failure or attempt == START_ATTEMPTS:
+                raise RuntimeError(f"{exc}: {_last_lines(exc.log_text)}") from None
+            log.warning("SeaweedFS exited at start-up on ports %s (%s); starting again on new "
+                        "ports (attempt %d of %d)", ports, _last_lines(exc.log_text, 1),
+                        attempt + 1, START_ATTEMPTS)
+            ports = _free_ports(5)
+    raise AssertionError("unreachable")
+
+
+def _last_lines(text: str, count: int = 3) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-count:]) or "(it wrote nothing)"
+
+
+def _launch(data_dir: Path, ports: list[int], identities: Path, access_key: str,
+            secret_key: str, region: str, bucket: str | None, timeout_s: float) -> S3Server:
+    """Start `weed mini` on `ports` and wait until it takes a put. Raises StartupExited
+    (with what it logged) if it exits first."""
+    master, volume, filer, s3, admin = ports
     store = data_dir / "data"
     store.mkdir(exist_ok=True)
     cmd = [
@@ -222,11 +272,14 @@ def start(data_dir: str | Path, bucket: str | None = None, timeout_s: float = 60
         "-master.telemetry=false",
         "-master.volumeSizeLimitMB=256",
     ]
-    log = open(data_dir / "weed.log", "ab")
+    log_path = data_dir / "weed.log"
+    log_start = log_path.stat().st_size if log_path.exists() else 0
+    log_file = open(log_path, "ab")
     # A session of its own, so that stopping the caller (or Ctrl-C in `make demo`) does not
     # take the server down with it; `stop` ends it by PID.
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir,
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=data_dir,
                             start_new_session=True)
+    log_file.close()
     server = S3Server(
         endpoint_url=f"http://127.0.0.1:{s3}",
         access_key_id=access_key,
@@ -235,11 +288,16 @@ def start(data_dir: str | Path, bucket: str | None = None, timeout_s: float = 60
         pid=proc.pid,
         data_dir=str(data_dir),
     )
-    (data_dir / STATE_FILE).write_text(json.dumps(
-        {**asdict(server), "ports": [master, volume, filer, s3, admin]}, indent=2))
+    (data_dir / STATE_FILE).write_text(json.dumps({**asdict(server), "ports": list(ports)},
+                                                  indent=2))
     (data_dir / STATE_FILE).chmod(0o600)
     try:
         _ready(server, bucket, timeout_s)
+    except StartupExited as exc:
+        proc.wait()
+        with open(log_path, "rb") as f:
+            f.seek(log_start)
+            raise StartupExited(str(exc), f.read().decode(errors="replace")) from None
     except Exception:
         stop(data_dir)
         raise

@@ -26,6 +26,11 @@ from pathlib import Path
 from model_serving.registry import ModelError
 
 HEALTH_PATH = "/health"
+# llama.cpp's OpenMP threads spin-wait for work by default. Beside other CPU load (the Ray
+# workers of the same run) that spinning starves everyone: generation fell from ~70 to ~2.5
+# tokens/s on a loaded 2-core machine. PASSIVE makes idle threads sleep (make bench-caption
+# measures both).
+SERVER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def _free_port() -> int:
@@ -38,12 +43,14 @@ class LocalLlmServer:
     """Start/stop the embedded server. Use as a context manager; `url` is the /v1 base URL."""
 
     def __init__(self, model_path: str, alias: str, threads: int = 2, context_tokens: int = 2048,
-                 startup_timeout_s: float = 60.0, log_dir: str | None = None):
+                 startup_timeout_s: float = 60.0, log_dir: str | None = None,
+                 env: dict[str, str] | None = None):
         self.model_path = model_path
         self.alias = alias
         self.threads = threads
         self.context_tokens = context_tokens
         self.startup_timeout_s = startup_timeout_s
+        self.extra_env = {**SERVER_ENV, **(env or {})}  # env: e.g. the bench's ACTIVE baseline
         self.log_path = Path(log_dir or tempfile.gettempdir()) / f"audioverse-llm-{os.getpid()}.log"
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
@@ -60,7 +67,7 @@ class LocalLlmServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
         root = str(Path(__file__).resolve().parents[1])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        env = {**os.environ, **self.extra_env, "PYTHONPATH": os.pathsep.join(
             p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from operators.base import Stage, rows_to_table
+from operators.base import Stage, rows_to_table, section
 from operators.transcripts import agree, normalise, speaking_rate
 from schemas import reasons
 from schemas.config import AgreementConfig, StageResources
@@ -23,6 +23,10 @@ class AgreementStage(Stage):
     requires = ("asr_hypotheses", "language", "duration_s", "drop_reason")
     adds = pa.schema(AGREEMENT_FIELDS + DROP_FIELDS)
     resources = StageResources(num_cpus=0.25, concurrency=1, batch_size=64)
+
+    @classmethod
+    def outcome_settings(cls, cfg):
+        return section(cfg.agreement)
 
     def __init__(self, cfg: AgreementConfig):
         super().__init__()

@@ -16,7 +16,7 @@ import logging
 import pyarrow as pa
 
 from operators.audio import from_bytes
-from operators.base import ModelStage, rows_to_table
+from operators.base import ModelStage, model_identity, rows_to_table
 from schemas import reasons
 from schemas.config import AsrConfig, StageResources
 from schemas.tables import ASR_FIELDS, DROP_FIELDS
@@ -53,6 +53,14 @@ class AsrStage(ModelStage):
     adds = pa.schema(ASR_FIELDS + DROP_FIELDS)
     # The costly stage; on a cluster, override with num_gpus and a larger pool.
     resources = StageResources(num_cpus=1.0, concurrency=1, batch_size=8)
+
+    @classmethod
+    def outcome_settings(cls, cfg):
+        # Not cpu_threads or batch_size: they change how fast, not what is written.
+        return {"language": cfg.asr.language, "systems": [
+            {"name": s.name, "model": model_identity(cfg, s.model), "device": s.device,
+             "compute_type": s.compute_type, "timeout_s": s.timeout_s}
+            for s in cfg.asr.systems]}
 
     cfg: AsrConfig
     systems: list[_TimedSystem]

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from model_serving.registry import ModelRegistry
 from operators.logs import ensure_worker_logging
-from schemas.config import ModelEntry, StageResources, StorageConfig
+from schemas.config import ModelEntry, PipelineConfig, StageResources, StorageConfig
 
 log = logging.getLogger("audioverse.stage")
 
@@ -34,6 +34,13 @@ class Stage:
 
     def __init__(self) -> None:
         self._ready = False
+
+    @classmethod
+    def outcome_settings(cls, cfg: PipelineConfig) -> dict:
+        """The config values this stage's decisions depend on (what it rejects, drops or writes),
+        not how fast it runs: a reject or drop whose settings changed since is planned again
+        (pipeline/fingerprint.py). JSON-able."""
+        return {}
 
     def setup(self) -> None:
         """Load models and clients. Runs once per worker, on the first batch."""
@@ -95,3 +102,19 @@ def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     """Build a table from python dict rows, filling absent keys with nulls."""
     data = {f.name: [r.get(f.name) for r in rows] for f in schema}
     return pa.Table.from_pydict(data, schema=pa.schema([f.with_nullable(True) for f in schema]))
+
+
+def model_identity(cfg: PipelineConfig, name: str) -> dict:
+    """A registry entry as far as results depend on it: its name, version and file checksums."""
+    entry = cfg.models.get(name)
+    if entry is None:
+        return {"name": name}
+    return {"name": name, "version": entry.version,
+            "sha256": sorted(f.sha256 for f in entry.files.values())}
+
+
+def section(obj, *leave_out: str) -> dict:
+    """A config section as a dict, without the keys that only tune speed."""
+    import dataclasses
+
+    return {k: v for k, v in dataclasses.asdict(obj).items() if k not in leave_out}

@@ -8,10 +8,12 @@ Per request: bounded concurrency (a thread pool of `caption.concurrency`), a soc
 retries with exponential backoff and jitter, and one circuit breaker per worker: when the endpoint
 is dead the stage raises `EndpointDown` and the run stops with that message instead of hanging.
 
-The caption is then reconciled with what the pipeline measured: content type, language and speaker
-count come from the measurements; a caption that says otherwise is corrected and flagged
-(`corrected:<field>`). A text model that only saw the features cannot know voices: those fields
-are "unknown" and listed in `caption_unheard_fields`.
+The model is asked only for what it can know (schemas/captions.py): content type, language and
+speaker count are measured and written by the pipeline, never requested; a text model that only
+saw the features is not asked for voices either (those fields are "unknown", listed in
+`caption_unheard_fields`). `caption_provenance` says for every field whether it was measured,
+heard, inferred or is unknown. A reply from an endpoint that ignores the schema and writes a
+pipeline field anyway is flagged where it differed (`corrected:<field>`).
 """
 from __future__ import annotations
 
@@ -25,14 +27,16 @@ import pyarrow as pa
 
 from model_serving.chat_client import ChatClient, EndpointDown, EndpointError
 from model_serving.resilience import CallStats, CircuitBreaker, RetryPolicy, call_with_retries
-from operators.base import Stage, rows_to_table
-from operators.caption_parse import parse_caption
+from operators.base import Stage, model_identity, rows_to_table
+from operators.caption_parse import parse_reply
 from operators.caption_prompt import build_messages
 from operators.logs import stage_logger
 from operators.storage import ObjectStore
 from schemas import reasons
-from schemas.captions import (UNHEARD_BY_TEXT_MODEL, UNKNOWN, Caption, SpeakerCaption,
-                              caption_json_schema)
+from schemas.captions import (MEASURED_FIELDS, UNHEARD_BY_TEXT_MODEL, UNKNOWN, Caption,
+                              HeardReply, SpeakerCaption, TextReply, field_provenance,
+                              request_schema)
+from schemas.provenance import UNKNOWN as UNKNOWN_SOURCE
 from schemas.config import CaptionConfig, DecodeConfig, StageResources, StorageConfig
 from schemas.tables import CAPTION_FIELDS, DROP_FIELDS
 
@@ -43,50 +47,77 @@ SOURCE_FEATURES = "text_features"
 
 
 def measured_values(row: dict) -> dict:
-    """The caption fields the pipeline measured for this segment (absent = not measured)."""
-    out = {"content_type": row.get("content_type")}
+    """The caption fields the pipeline measured for this segment: they are never asked of the
+    model. A segment the speaker model could not count has speaker_count None."""
     if row.get("content_type") != "speech":
-        out.update(language=None, speaker_count=0)  # no speech was found in it
+        # No speech was found in it: no language, nobody speaking.
+        return {"content_type": row.get("content_type"), "language": None, "speaker_count": 0}
+    count = row.get("speaker_count")
+    return {"content_type": row.get("content_type"), "language": row.get("language") or None,
+            "speaker_count": None if count is None else int(count)}
+
+
+def _differs(said: object, measured: object) -> bool:
+    """Whether a value a reply wrote differs from the measurement (a count of 1.0 is 1; True is
+    not 1)."""
+    if isinstance(said, bool) or isinstance(measured, bool):
+        return said is not measured
+    if isinstance(said, float) and isinstance(measured, int) and said.is_integer():
+        return int(said) != measured
+    return said != measured
+
+
+def compose(reply: TextReply | HeardReply, said: dict, row: dict, hears_audio: bool
+            ) -> tuple[Caption, list[str]]:
+    """The caption record: the model's fields from its reply, the measured ones from the row.
+    Returns it with flags that say where the reply wrote a pipeline field differently
+    (`corrected:<field>`), where a text model claimed to know a voice (`cleared:unheard`), and
+    where a hearing model's speaker list did not have the measured length (`corrected:speakers`)."""
+    measured = measured_values(row)
+    flags = [f"corrected:{key}" for key in MEASURED_FIELDS
+             if key in said and _differs(said[key], measured[key])]
+    count = measured["speaker_count"]
+    blank = SpeakerCaption(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN)
+    if hears_audio:
+        emotion, speakers = reply.emotion, list(reply.speakers)
+        if count is not None and len(speakers) != count:
+            speakers = (speakers + [blank] * count)[:count]
+            flags.append("corrected:speakers")
     else:
-        if row.get("language"):
-            out["language"] = row["language"]
-        if row.get("speaker_count") is not None:
-            out["speaker_count"] = int(row["speaker_count"])
+        # A text model never heard a voice: one unknown entry per measured speaker.
+        emotion, speakers = UNKNOWN, [blank] * (count or 0)
+        claimed = said.get("emotion") not in (None, UNKNOWN) or any(
+            isinstance(s, dict) and any(v != UNKNOWN for v in s.values())
+            for s in said.get("speakers") or [])
+        if claimed:
+            flags.append("cleared:unheard")
+    caption = Caption(scene=reply.scene, environment=reply.environment, emotion=emotion,
+                      content_type=measured["content_type"], speaker_count=count,
+                      speakers=speakers, description=reply.description,
+                      language=measured["language"])
+    return caption, flags
+
+
+def provenance(caption: Caption, hears_audio: bool) -> dict[str, str]:
+    """Per-field provenance of a caption: the model's fields heard or inferred, the pipeline's
+    measured, and a value nobody could tell (a speaker count the speaker model could not
+    give) unknown."""
+    out = field_provenance(hears_audio)
+    if caption.speaker_count is None:
+        out["speaker_count"] = UNKNOWN_SOURCE
     return out
 
 
-def reconcile(caption: Caption, row: dict, hears_audio: bool) -> tuple[Caption, list[str]]:
-    """Measured fields override the caption's; voice fields a text model cannot know become
-    "unknown". Returns the caption and the flags saying what was changed."""
-    flags = []
-    changes = {}
-    for key, value in measured_values(row).items():
-        if getattr(caption, key) != value:
-            changes[key] = value
-            flags.append(f"corrected:{key}")
-    count = changes.get("speaker_count", caption.speaker_count)
-    blank = SpeakerCaption(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN)
-    speakers = list(caption.speakers)
-    if not hears_audio:
-        # One unknown entry per speaker: a text model never heard a voice.
-        if caption.emotion != UNKNOWN or any(s != blank for s in speakers):
-            flags.append("cleared:unheard")
-        changes["emotion"] = UNKNOWN
-        speakers = [blank] * count
-    elif len(speakers) != count:
-        speakers = (speakers + [blank] * count)[:count]
-        flags.append("corrected:speakers")
-    changes["speakers"] = speakers
-    return dataclasses.replace(caption, **changes), flags
-
-
-def caption_columns(caption: Caption) -> dict:
+def caption_columns(caption: Caption, hears_audio: bool) -> dict:
+    prov = provenance(caption, hears_audio)
     return {
         "caption_scene": caption.scene, "caption_environment": caption.environment,
         "caption_emotion": caption.emotion, "caption_content_type": caption.content_type,
         "caption_language": caption.language, "caption_speaker_count": caption.speaker_count,
         "caption_speakers": [dataclasses.asdict(s) for s in caption.speakers],
         "caption_description": caption.description,
+        "caption_provenance": prov,
+        "caption_unheard_fields": [] if hears_audio else list(UNHEARD_BY_TEXT_MODEL),
     }
 
 
@@ -99,6 +130,15 @@ class CaptionStage(Stage):
     uses_model = True
     resources = StageResources(num_cpus=0.25, concurrency=1, batch_size=16)
 
+    @classmethod
+    def outcome_settings(cls, cfg):
+        c = cfg.caption
+        model = model_identity(cfg, c.local_server.model) if not c.endpoint.url \
+            else {"endpoint": c.endpoint.url, "name": c.endpoint.model}
+        return {"enabled": c.enabled, "model": model, "hears_audio": c.endpoint.hears_audio,
+                "constrained": c.constrained, "max_tokens": c.max_tokens, "seed": c.seed,
+                "max_transcript_chars": c.max_transcript_chars}
+
     def __init__(self, cfg: CaptionConfig, endpoint_url: str, model_label: str,
                  storage: StorageConfig | None = None, decode_cfg: DecodeConfig | None = None):
         super().__init__()
@@ -108,7 +148,6 @@ class CaptionStage(Stage):
         self.storage = storage
         self.decode_cfg = decode_cfg or DecodeConfig()
         self.hears_audio = cfg.endpoint.hears_audio
-        self.schema = caption_json_schema(self.hears_audio)
 
     def setup(self) -> None:
         if not self.cfg.enabled:
@@ -152,14 +191,15 @@ class CaptionStage(Stage):
     def _caption(self, row: dict, audio: np.ndarray | None) -> dict:
         source = SOURCE_AUDIO if self.hears_audio else SOURCE_FEATURES
         out = {"caption_source": source, "caption_model": self.model_label}
-        messages = build_messages(row, self.schema, self.hears_audio,
+        schema = request_schema(self.hears_audio, measured_values(row)["speaker_count"])
+        messages = build_messages(row, schema, self.hears_audio,
                                   self.cfg.max_transcript_chars, audio)
         stats = CallStats()
         try:
             reply = call_with_retries(
                 lambda: self.client.complete(
                     messages, max_tokens=self.cfg.max_tokens, temperature=0.0,
-                    seed=self.cfg.seed, json_schema=self.schema if self.cfg.constrained else None),
+                    seed=self.cfg.seed, json_schema=schema if self.cfg.constrained else None),
                 self.policy, self.breaker, stats, rng=self.rng)
         except EndpointDown:
             raise
@@ -169,19 +209,19 @@ class CaptionStage(Stage):
             return {**out, "caption_attempts": stats.attempts, "caption_errors": stats.errors,
                     "drop_stage": self.name, "drop_reason": reasons.CAPTION_ERROR,
                     "drop_detail": f"caption endpoint: {exc}"[:500]}
-        outcome = parse_caption(reply.text)
+        outcome = parse_reply(reply.text, self.hears_audio)
         out.update(caption_raw=reply.text, caption_repaired=outcome.repaired,
                    caption_errors=outcome.errors, caption_attempts=stats.attempts,
                    caption_prompt_tokens=reply.prompt_tokens,
                    caption_completion_tokens=reply.completion_tokens)
         flags = ["truncated"] if reply.finish_reason == "length" else []
-        if outcome.caption is None:
+        if outcome.reply is None:
             return {**out, "caption_flags": flags, "drop_stage": self.name,
                     "drop_reason": reasons.CAPTION_INVALID,
                     "drop_detail": "; ".join(outcome.errors[:3])[:500]}
-        caption, corrections = reconcile(outcome.caption, row, self.hears_audio)
-        return {**out, **caption_columns(caption), "caption_flags": flags + corrections,
-                "caption_unheard_fields": [] if self.hears_audio else list(UNHEARD_BY_TEXT_MODEL)}
+        caption, corrections = compose(outcome.reply, outcome.said, row, self.hears_audio)
+        return {**out, **caption_columns(caption, self.hears_audio),
+                "caption_flags": flags + corrections}
 
     def _segment_audio(self, rows: list[dict], todo: list[int]
                        ) -> tuple[dict[int, np.ndarray], dict[int, str]]:

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from operators.audio import peak_dbfs, to_bytes
 from operators.bandwidth import NativeBandwidthTrack
-from operators.base import Stage, rows_to_table
+from operators.base import Stage, rows_to_table, section
 from operators.storage import ObjectStore, StorageError
 from schemas import reasons
 from schemas.config import DecodeConfig, InputConfig, StageResources, StorageConfig
@@ -162,6 +162,12 @@ class DecodeStage(Stage):
     adds = pa.schema(RECORDING_FIELDS + REJECT_FIELDS + [RECORDING_AUDIO_FIELD, NATIVE_TRACK_FIELD])
     # I/O and decoding, no model: parallel tasks, one recording per batch to bound memory.
     resources = StageResources(num_cpus=0.5, concurrency=2, batch_size=1)
+
+    @classmethod
+    def outcome_settings(cls, cfg):
+        return {"extensions": sorted(e.lower() for e in cfg.input.extensions),
+                "max_object_bytes": cfg.input.max_object_bytes, "decode": section(cfg.decode),
+                "bandwidth_floor_db": cfg.measures.bandwidth_floor_db}
 
     def __init__(self, storage: StorageConfig, input_cfg: InputConfig, decode_cfg: DecodeConfig,
                  bandwidth_floor_db: float = 60.0):

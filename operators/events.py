@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from model_serving.audioset import MUSIC_MIDS, SPEECH_MIDS
 from operators.audio import from_bytes
-from operators.base import ModelStage, rows_to_table
+from operators.base import ModelStage, model_identity, rows_to_table, section
 from schemas.config import EventsConfig, StageResources
 from schemas.tables import EVENT_FIELDS
 
@@ -59,6 +59,11 @@ class EventsStage(ModelStage):
     adds = pa.schema(EVENT_FIELDS)
     # YAMNet int8 runs ~4 ms per 0.96 s patch on one thread: one small actor keeps up with ASR.
     resources = StageResources(num_cpus=0.5, concurrency=1, batch_size=8)
+
+    @classmethod
+    def outcome_settings(cls, cfg):
+        return {**section(cfg.events, "cpu_threads", "model"),
+                "model": model_identity(cfg, cfg.events.model)}
 
     cfg: EventsConfig
 

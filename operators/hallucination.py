@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from operators.base import Stage, rows_to_table
+from operators.base import Stage, rows_to_table, section
 from schemas import reasons
 from schemas.config import HallucinationConfig, StageResources
 from schemas.tables import DROP_FIELDS, HALLUCINATION_FIELDS
@@ -71,6 +71,10 @@ class HallucinationStage(Stage):
                 "agreement_unit", "drop_reason")
     adds = pa.schema(HALLUCINATION_FIELDS + DROP_FIELDS)
     resources = StageResources(num_cpus=0.25, concurrency=1, batch_size=64)
+
+    @classmethod
+    def outcome_settings(cls, cfg):
+        return section(cfg.hallucination)
 
     def __init__(self, cfg: HallucinationConfig):
         super().__init__()

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from operators.audio import EPS, from_bytes, peak_dbfs, to_bytes
 from operators.bandwidth import segment_bandwidth
-from operators.base import Stage, rows_to_table
+from operators.base import Stage, rows_to_table, section
 from schemas import reasons
 from schemas.config import MeasuresConfig, StageResources
 from schemas.tables import MEASURE_FIELDS, NATIVE_TRACK_FIELD, PIPELINE_RATE_HZ
@@ -88,6 +88,10 @@ class MeasuresStage(Stage):
     adds = pa.schema(MEASURE_FIELDS)
     consumes = (NATIVE_TRACK_FIELD.name,)
     resources = StageResources(num_cpus=0.5, concurrency=1, batch_size=8)
+
+    @classmethod
+    def outcome_settings(cls, cfg):
+        return section(cfg.measures)
 
     def __init__(self, cfg: MeasuresConfig):
         super().__init__()

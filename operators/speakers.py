@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from operators.audio import from_bytes
-from operators.base import ModelStage, Stage, rows_to_table
+from operators.base import ModelStage, Stage, model_identity, rows_to_table
 from schemas.config import SpeakersConfig, StageResources
 from schemas.tables import SPEAKER_EMBEDDINGS_FIELD, SPEAKER_FIELDS
 
@@ -54,6 +54,11 @@ class SpeakerEmbedStage(ModelStage):
     # The GE2E LSTM runs at ~100x real time on one thread.
     resources = StageResources(num_cpus=0.5, concurrency=1, batch_size=8)
 
+    @classmethod
+    def outcome_settings(cls, cfg):
+        return {"hop_s": cfg.speakers.hop_s, "min_segment_s": cfg.speakers.min_segment_s,
+                "model": model_identity(cfg, cfg.speakers.model)}
+
     cfg: SpeakersConfig
 
     def setup(self) -> None:
@@ -84,6 +89,11 @@ class SpeakerClusterStage(Stage):
     adds = pa.schema([f for f in SPEAKER_FIELDS if f.name != "speaker_model"])
     consumes = (SPEAKER_EMBEDDINGS_FIELD.name,)
     resources = StageResources(num_cpus=0.25, concurrency=1, batch_size=1)
+
+    @classmethod
+    def outcome_settings(cls, cfg):
+        return {k: getattr(cfg.speakers, k) for k in ("distance_threshold",
+                                                      "min_speaker_windows", "min_speaker_share")}
 
     def __init__(self, cfg: SpeakersConfig):
         super().__init__()

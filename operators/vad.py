@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from operators.audio import from_bytes, rms_dbfs, to_bytes
-from operators.base import ModelStage, rows_to_table
+from operators.base import ModelStage, model_identity, rows_to_table, section
 from operators.segmenting import FRAME, RATE, plan_segments
 from schemas import reasons
 from schemas.config import SegmentConfig, StageResources
@@ -31,6 +31,11 @@ class VadSegmentStage(ModelStage):
     consumes = (RECORDING_AUDIO_FIELD.name,)
     # Silero runs at hundreds of times real time on one thread: one small actor suffices.
     resources = StageResources(num_cpus=0.5, concurrency=1, batch_size=1)
+
+    @classmethod
+    def outcome_settings(cls, cfg):
+        return {**section(cfg.segment, "vad_model"),
+                "model": model_identity(cfg, cfg.segment.vad_model)}
 
     cfg: SegmentConfig
 

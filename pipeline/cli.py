@@ -20,6 +20,8 @@ EPILOG = """exit codes:
   5  model error (a registry entry whose files are missing or corrupt)
   6  endpoint error (the caption endpoint is unreachable, serves another model, or died)
   7  another run holds the dataset's lock (runs over one output.uri never overlap)
+  130  interrupted by SIGINT (Ctrl-C); 143  interrupted by SIGTERM: run and release stop
+       within 30 s, release the lock and keep what is saved; the same --run-id resumes
 """
 
 
@@ -52,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--full", action="store_true",
                      help="process every listed object, not only those new or changed since "
                           "the last committed run")
+    run.add_argument("--reprocess", action="append", default=[], metavar="REASON",
+                     help="also process again every source whose reject reason, or a drop "
+                          "reason of one of its segments, is REASON (e.g. after a fix to the "
+                          "stage that decided it); repeatable. Reasons: schemas/reasons.py")
     run.add_argument("--dry-run", action="store_true",
                      help="list what would be processed (objects, hours, estimated wall time) "
                           "and exit; reads S3 only")
@@ -109,8 +115,15 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging("INFO")
     log = logging.getLogger("audioverse")
+    from pipeline.signals import Interrupted, handled
+
     try:
-        return _run(args)
+        with handled():
+            return _run(args)
+    except Interrupted as exc:
+        hint = getattr(args, "resume_hint", None) or "nothing was published as complete"
+        print(f"audioverse: interrupted by {exc.name}: {hint}", file=sys.stderr, flush=True)
+        return exc.exit_code
     except ConfigError as exc:
         print(f"audioverse: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -165,9 +178,15 @@ def _release(args: argparse.Namespace) -> int:
     from pipeline.release import run_release
     from pipeline.release_summary import format_release
 
+    from pipeline.runner import new_run_id
+
     cfg = load_config(args.config, args.overrides)
     setup_logging(cfg.run.log_level)
-    result = run_release(cfg, release_id=args.release_id, config_path=args.config)
+    release_id = args.release_id or "r" + new_run_id()
+    args.resume_hint = (f"release {release_id} stopped before its manifest.json, so nothing of "
+                        f"it is published; build it with: audioverse release {args.config} "
+                        f"--release-id {release_id}")
+    result = run_release(cfg, release_id=release_id, config_path=args.config)
     _report(format_release(result.manifest, result.prefix, result.already_released),
             result.manifest, args.json)
     return result.exit_code
@@ -192,16 +211,36 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     from pipeline.summary import format_summary
 
     cfg = load_config(args.config, args.overrides)
+    reprocess = _reasons(args.reprocess)
     setup_logging(cfg.run.log_level)
     if args.dry_run:
         from pipeline.status import dry_run, format_dry_run
 
-        plan = dry_run(cfg, full=args.full)
+        plan = dry_run(cfg, full=args.full, reprocess=reprocess)
         _report(format_dry_run(plan), plan, args.json)
         return 0
-    result = run_pipeline(cfg, run_id=args.run_id, config_path=args.config, full=args.full)
+    from pipeline.runner import new_run_id
+
+    run_id = args.run_id or new_run_id()
+    args.resume_hint = (f"run {run_id} stopped before it committed; its finished waves are "
+                        f"saved and the lock is released; resume with: audioverse run "
+                        f"{args.config} --run-id {run_id}")
+    result = run_pipeline(cfg, run_id=run_id, config_path=args.config, full=args.full,
+                          reprocess=reprocess)
     _report(format_summary(result.summary, result.prefix), result.summary, args.json)
     return result.exit_code
+
+
+def _reasons(names: list[str]) -> frozenset[str]:
+    """--reprocess values, each a known reject or drop reason (a typo must not match nothing)."""
+    from schemas.reasons import DROP_REASONS, REJECT_REASONS
+
+    known = REJECT_REASONS | DROP_REASONS
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"--reprocess {', '.join(unknown)}: not a reject or drop reason; use "
+                          f"one of {', '.join(sorted(known))}")
+    return frozenset(names)
 
 
 def _report(human: str, data: dict, as_json: bool) -> None:

@@ -26,9 +26,17 @@ from operators.vad import VadSegmentStage
 from schemas.config import PipelineConfig, StageResources
 from schemas.tables import AUDIO_FIELD
 
+# The same CPU kernels on every machine: CTranslate2 (ASR), torch / oneDNN / MKL (speakers, the
+# codec) otherwise pick AVX-512 kernels where a CPU has them, and their last bits differ, which is
+# enough to flip a word of a transcript (seen: one LibriVox clip read "old supposed" or
+# "ill-disposed" by the instruction set alone). AVX2 is the level llama.cpp is built for too
+# (scripts/llama_build.sh), so a heterogeneous cluster and CI compute alike.
+REPRODUCIBLE_CPU_ENV = {"CT2_FORCE_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+                        "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
 # One thread per model worker: on a small machine the actors share the cores; on a cluster the
 # actor's CPU count is what the scheduler reserved.
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+              **REPRODUCIBLE_CPU_ENV}
 
 STAGES: tuple[type[Stage], ...] = (DecodeStage, VadSegmentStage, MeasuresStage, EventsStage,
                                    AsrStage, AgreementStage, HallucinationStage,
@@ -107,8 +115,14 @@ def apply_stage(ds, stage_cls: type[Stage], kwargs: dict, res: StageResources):
     if res.num_gpus:
         common["num_gpus"] = res.num_gpus
     if stage_cls.uses_model:
+        # max_restarts=0: Ray Data passes every actor its constructor arguments by reference,
+        # and Ray restarts such actors unreliably (ray-project/ray#53727: the arguments may be
+        # gone by then; Ray logs an ERROR line at every run saying so). A worker that dies
+        # fails the execution instead, and the runner runs the unfinished work again
+        # (`run_with_worker_retries`).
         return ds.map_batches(stage_cls, fn_constructor_kwargs=kwargs,
-                              compute=ActorPoolStrategy(size=res.concurrency), **common)
+                              compute=ActorPoolStrategy(size=res.concurrency), max_restarts=0,
+                              **common)
     return ds.map_batches(_run_task_stage, fn_kwargs={"stage_cls": stage_cls, "kwargs": kwargs},
                           compute=TaskPoolStrategy(size=res.concurrency), **common)
 
@@ -154,7 +168,43 @@ def init_ray(cfg: PipelineConfig) -> bool:
                       object_store_memory=cfg.ray.object_store_mb * 1024 * 1024,
                       _node_ip_address="127.0.0.1")
     ray.init(**kwargs)
+    from pipeline.signals import after_ray_init
+
+    after_ray_init()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.ray.progress_bars
     ctx.print_on_execution_start = False
     return True
+
+
+# A Ray worker process that died (killed, out of memory, its node gone): not the data's fault,
+# so the work it had is run again. Anything else a stage raises is a bug or a user error.
+WORKER_DEATHS = ("ActorDiedError", "ActorUnavailableError", "WorkerCrashedError",
+                 "NodeDiedError", "ObjectLostError", "OwnerDiedError",
+                 "ObjectReconstructionFailedError")
+
+
+def worker_died(exc: BaseException) -> bool:
+    """Whether `exc` (or its chain) says a Ray worker process or node died."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ in WORKER_DEATHS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def run_with_worker_retries(fn, attempts: int, what: str):
+    """`fn()`, again (up to `attempts` times in all) when a Ray worker died under it."""
+    from operators.logs import stage_logger
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - only worker deaths are retried
+            if attempt == attempts or not worker_died(exc):
+                raise
+            stage_logger("driver").warning(
+                "a Ray worker died during %s (%s: %s); running it again (attempt %d of %d)",
+                what, type(exc).__name__, str(exc).splitlines()[0][:200], attempt + 1, attempts)

@@ -43,8 +43,15 @@ def read_ledger(store: ObjectStore, summaries: list[dict]) -> pa.Table:
             tables.append(_from_tables(store, summary))  # a run from before the ledger
         for entry in files.get("ledger", []):
             data = store.get(summary["_prefix"] + entry["path"])
-            tables.append(pq.read_table(io.BytesIO(data)).cast(LEDGER_SCHEMA))
+            tables.append(conform_ledger(pq.read_table(io.BytesIO(data))))
     return pa.concat_tables(tables) if tables else LEDGER_SCHEMA.empty_table()
+
+
+def conform_ledger(table: pa.Table) -> pa.Table:
+    """A ledger part in today's schema: columns added since it was written read as null."""
+    return pa.Table.from_arrays(
+        [table.column(f.name).cast(f.type) if f.name in table.column_names
+         else pa.nulls(table.num_rows, f.type) for f in LEDGER_SCHEMA], schema=LEDGER_SCHEMA)
 
 
 def _from_tables(store: ObjectStore, summary: dict) -> pa.Table:
@@ -58,9 +65,13 @@ def _from_tables(store: ObjectStore, summary: dict) -> pa.Table:
                   for e in summary.get("files", {}).get(name, [])]
         parts[name] = pa.concat_tables(tables) if tables else None
     empty = pa.schema([LEDGER_SCHEMA.field(c) for c in cols]).empty_table()
-    return ledger_rows(summary["run_id"], parts["annotations"] or empty,
-                       parts["rejects"] or empty.append_column("reason", pa.array([], pa.string())),
-                       [])
+    rejects = parts["rejects"] or empty.append_column("reason", pa.array([], pa.string()))
+    rows = [{**r, "state": "annotated", "reason": None}
+            for r in (parts["annotations"] or empty).to_pylist()]
+    rows += [{**r, "state": "rejected"} for r in rejects.to_pylist()]
+    unique = {r["recording_id"]: r for r in rows}
+    return pa.Table.from_pylist([{"run_id": summary["run_id"], **r} for r in unique.values()],
+                                schema=LEDGER_SCHEMA)
 
 
 def latest_states(ledger: pa.Table) -> dict[str, dict]:
@@ -83,14 +94,17 @@ def read_takedowns(store: ObjectStore, cfg: InputConfig) -> set[str]:
 
 
 def parse_takedowns(text: str, input_uri: str) -> set[str]:
-    """Source URIs of a takedown list: one per line, `#` comments; a line without `s3://` is a
-    key relative to input.uri, taken as a folder whether or not the URI ends with `/`."""
+    """Source URIs of a takedown list: one per line; a line whose first non-blank character is
+    `#` is a comment. A `#` anywhere else is part of the key (S3 keys may hold `#`, `?`, spaces
+    and any Unicode), so nothing after it is cut off: a takedown must never be skipped. Leading
+    and trailing whitespace of a line is not part of the key. A line without `s3://` is a key
+    relative to input.uri, taken as a folder whether or not the URI ends with `/`."""
     bucket, prefix = split_uri(input_uri)
     base = f"s3://{bucket}/{prefix.rstrip('/') + '/' if prefix else ''}"
     out = set()
     for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
+        line = line.strip()
+        if line and not line.startswith("#"):
             out.add(line if line.startswith("s3://") else base + line.lstrip("/"))
     return out
 
@@ -104,11 +118,34 @@ class RunPlan:
     counts: dict = field(default_factory=dict)
 
 
+def _replan_reason(state: dict, fingerprints: dict[str, str] | None,
+                   reprocess: frozenset[str]) -> str | None:
+    """Why a source processed at its current ETag is planned again, or None to skip it.
+    `reconfigured`: it was rejected, or a segment of it dropped, by a stage whose settings
+    (or those of a stage before it) changed since; `reprocess`: its reject reason or one of its
+    drop reasons was named with --reprocess."""
+    drops = state.get("drop_reasons") or []
+    if state["state"] == "rejected" and state["reason"] in RETRIED_REJECTS:
+        return "retried"
+    if (state["state"] == "rejected" and state["reason"] in reprocess) or set(drops) & reprocess:
+        return "reprocess_reason"
+    stage, stored = state.get("settings_stage"), state.get("settings_fingerprint")
+    decided = state["state"] == "rejected" or drops
+    if decided and fingerprints and stage and stored and fingerprints.get(stage) != stored:
+        return "reconfigured"
+    return None
+
+
 def plan_run(listing: pa.Table, states: dict[str, dict], takedowns: set[str], input_uri: str,
-             full: bool = False, limit: int | None = None) -> RunPlan:
-    """Compare the listing (all objects under input.uri) with the ledger."""
+             full: bool = False, limit: int | None = None,
+             fingerprints: dict[str, str] | None = None,
+             reprocess: frozenset[str] = frozenset()) -> RunPlan:
+    """Compare the listing (all objects under input.uri) with the ledger. `fingerprints`: the
+    current config's per-stage settings fingerprints (pipeline/fingerprint.py); `reprocess`:
+    reject and drop reasons whose sources are processed again."""
     counts = {"listed": listing.num_rows, "new": 0, "changed": 0, "unchanged": 0, "retried": 0,
-              "reprocessed": 0, "deleted": 0, "takedown": 0, "full": full}
+              "reconfigured": 0, "reprocess_reason": 0, "reprocessed": 0, "deleted": 0,
+              "takedown": 0, "full": full, "reprocess": sorted(reprocess)}
     keep, marks = [], []
     listed = set()
     for i, row in enumerate(listing.select(["recording_id", "source_uri", "source_etag",
@@ -129,11 +166,11 @@ def plan_run(listing: pa.Table, states: dict[str, dict], takedowns: set[str], in
             counts["changed"] += 1
         elif full:
             counts["reprocessed"] += 1
-        elif state["state"] == "rejected" and state["reason"] in RETRIED_REJECTS:
-            counts["retried"] += 1
         else:
-            counts["unchanged"] += 1
-            continue
+            why = _replan_reason(state, fingerprints, reprocess)
+            counts[why or "unchanged"] += 1
+            if why is None:
+                continue
         keep.append(i)
     # Only sources under this run's input prefix can be seen to be gone.
     for uri, state in sorted(states.items()):
@@ -151,19 +188,44 @@ def plan_run(listing: pa.Table, states: dict[str, dict], takedowns: set[str], in
     return RunPlan(todo, marks, counts)
 
 
-def ledger_rows(run_id: str, annotations: pa.Table, rejects: pa.Table,
-                marks: list[dict]) -> pa.Table:
-    """The ledger part of a run: every processed source once, plus the marks."""
+def ledger_rows(run_id: str, annotations: pa.Table, rejects: pa.Table, marks: list[dict],
+                fingerprints: dict[str, str] | None = None) -> pa.Table:
+    """The ledger part of a run: every processed source once, with the stage that decided its
+    outcome and that stage's settings fingerprint, plus the marks."""
+    from pipeline import __version__
+    from pipeline.fingerprint import stage_order
+
+    order = stage_order()
+    first_stage, last_stage = min(order, key=order.get), max(order, key=order.get)
+    fingerprints = fingerprints or {}
     rows = []
-    seen = set()
+    seen: dict[str, dict] = {}
     for row in annotations.select(["source_uri", "source_etag", "source_version_id",
-                                   "recording_id"]).to_pylist():
-        if row["recording_id"] not in seen:
-            seen.add(row["recording_id"])
-            rows.append({**row, "state": "annotated", "reason": None})
+                                   "recording_id", "drop_stage", "drop_reason"]).to_pylist():
+        entry = seen.get(row["recording_id"])
+        if entry is None:
+            entry = seen[row["recording_id"]] = {
+                k: row[k] for k in ("source_uri", "source_etag", "source_version_id",
+                                    "recording_id")}
+            entry.update(state="annotated", reason=None, drop_reasons=[], settings_stage=None)
+            rows.append(entry)
+        if row["drop_reason"] is not None:
+            if row["drop_reason"] not in entry["drop_reasons"]:
+                entry["drop_reasons"].append(row["drop_reason"])
+            stage = row["drop_stage"] if row["drop_stage"] in order else last_stage
+            if entry["settings_stage"] is None or order[stage] > order[entry["settings_stage"]]:
+                entry["settings_stage"] = stage
+    for entry in rows:
+        entry["drop_reasons"].sort()
+        entry["settings_stage"] = entry["settings_stage"] or last_stage
     for row in rejects.select(["source_uri", "source_etag", "source_version_id",
-                               "recording_id", "reason"]).to_pylist():
-        rows.append({**row, "state": "rejected"})
+                               "recording_id", "reason", "stage"]).to_pylist():
+        stage = row.pop("stage")
+        rows.append({**row, "state": "rejected",
+                     "settings_stage": stage if stage in order else first_stage})
+    for entry in rows:
+        entry["settings_fingerprint"] = fingerprints.get(entry["settings_stage"])
+        entry["pipeline_version"] = __version__
     rows += [{k: m.get(k) for k in ("source_uri", "source_etag", "source_version_id",
                                     "recording_id", "state", "reason")} for m in marks]
     table = pa.Table.from_pylist([{"run_id": run_id, **r} for r in rows], schema=LEDGER_SCHEMA)

@@ -157,7 +157,7 @@ def run_release(cfg: PipelineConfig, release_id: str | None = None,
 
 def _tokenize(todo: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str, str]]:
     """Run the tokenize stage over `todo` with Ray Data; returns (codes rows, failures)."""
-    from pipeline.dag import apply_stage, init_ray, stage_resources
+    from pipeline.dag import apply_stage, init_ray, run_with_worker_retries, stage_resources
 
     import ray
 
@@ -172,16 +172,21 @@ def _tokenize(todo: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str, 
         kwargs = {"cfg": cfg.release.tokenizer, "models": dict(cfg.models),
                   "model_cache_dir": cfg.model_cache_dir, "storage": cfg.storage,
                   "decode_cfg": cfg.decode}
-        ds = apply_stage(ray.data.from_arrow(blocks), TokenizeStage, kwargs, res)
-        out, done, t0 = [], 0, time.monotonic()
-        last = t0
-        for batch in _unwrapped(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
-            out.append(batch)
-            done += batch.num_rows
-            now = time.monotonic()
-            if now - last >= cfg.run.progress_interval_s or done == todo.num_rows:
-                log.info("tokenized %d/%d segments, %.0fs", done, todo.num_rows, now - t0)
-                last = now
+
+        def execute() -> list[pa.Table]:
+            ds = apply_stage(ray.data.from_arrow(blocks), TokenizeStage, kwargs, res)
+            out, done, t0 = [], 0, time.monotonic()
+            last = t0
+            for batch in _unwrapped(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
+                out.append(batch)
+                done += batch.num_rows
+                now = time.monotonic()
+                if now - last >= cfg.run.progress_interval_s or done == todo.num_rows:
+                    log.info("tokenized %d/%d segments, %.0fs", done, todo.num_rows, now - t0)
+                    last = now
+            return out
+
+        out = run_with_worker_retries(execute, cfg.run.worker_failure_attempts, "tokenization")
     finally:
         if started:
             ray.shutdown()

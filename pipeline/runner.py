@@ -19,9 +19,10 @@ from model_serving.s3client import StorageError, resolve_storage
 from operators.storage import ObjectStore
 from pipeline.caption_service import caption_service, check_configured_endpoint
 from pipeline.config import model_roles
-from pipeline.dag import build_dataset, init_ray
+from pipeline.dag import build_dataset, init_ray, run_with_worker_retries
 from pipeline.dataset_view import committed_runs
 from pipeline.errors import EXIT_OK, EXIT_TOO_MANY_FAILED, find_cause
+from pipeline.fingerprint import stage_fingerprints
 from pipeline.ledger import (LEDGER_FILE, latest_states, ledger_rows, plan_run, read_ledger,
                              read_takedowns)
 from pipeline.listing import list_inputs
@@ -30,7 +31,7 @@ from operators.logs import set_run_id, stage_logger
 from pipeline.publish import (read_summary, run_prefix, split_results, write_summary,
                               write_table, write_parquet)
 from pipeline.staging import Staging, clean_dead_runs
-from pipeline.summary import build_summary
+from pipeline.summary import build_summary, planned_text
 from schemas.config import PipelineConfig
 from schemas.tables import ANNOTATIONS_SCHEMA, LEDGER_SCHEMA, REJECTS_SCHEMA
 
@@ -135,28 +136,29 @@ def _result_schema(listing_schema: pa.Schema) -> pa.Schema:
     return schema
 
 
-def plan_inputs(cfg: PipelineConfig, store: ObjectStore, run_id: str, full: bool):
+def plan_inputs(cfg: PipelineConfig, store: ObjectStore, run_id: str, full: bool,
+                reprocess: frozenset[str] = frozenset()):
     """List the input prefix and compare it with the ledger: (RunPlan, committed summaries)."""
     summaries = committed_runs(store, cfg.output.uri)
     states = latest_states(read_ledger(store, summaries))
     takedowns = read_takedowns(store, cfg.input)
     listing = list_inputs(store, cfg.input, run_id, apply_limit=False)
-    plan = plan_run(listing, states, takedowns, cfg.input.uri, full=full, limit=cfg.input.limit)
+    plan = plan_run(listing, states, takedowns, cfg.input.uri, full=full, limit=cfg.input.limit,
+                    fingerprints=stage_fingerprints(cfg), reprocess=reprocess)
     return plan, summaries
 
 
 def _log_plan(counts: dict, uri: str) -> None:
     stage_logger("list").info(
-        "%d objects under %s: %d to process (%d new, %d changed, %d retried, %d reprocessed), "
-        "%d unchanged and skipped, %d deleted, %d taken down%s", counts["listed"], uri,
-        counts["to_process"], counts["new"], counts["changed"], counts["retried"],
-        counts["reprocessed"], counts["unchanged"], counts["deleted"], counts["takedown"],
+        "%d objects under %s: %d to process (%s), %d unchanged and skipped, %d deleted, "
+        "%d taken down%s", counts["listed"], uri, counts["to_process"], planned_text(counts),
+        counts["unchanged"], counts["deleted"], counts["takedown"],
         f", {counts['deferred_by_limit']} left for later by input.limit"
         if counts.get("deferred_by_limit") else "")
 
 
 def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, config_path: str = "",
-                 full: bool = False) -> RunResult:
+                 full: bool = False, reprocess: frozenset[str] = frozenset()) -> RunResult:
     run_id = run_id or new_run_id()
     set_run_id(run_id)
     started_at, t0 = _now(), time.monotonic()
@@ -175,7 +177,7 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, config_path: st
         staging = Staging(store, cfg.output.uri, run_id)
         saved = staging.load_plan()
         if saved is None:
-            plan, _ = plan_inputs(cfg, store, run_id, full)
+            plan, _ = plan_inputs(cfg, store, run_id, full, reprocess)
             todo, marks, counts = plan.todo, plan.marks, plan.counts
             staging.save_plan(todo, {"counts": counts, "marks": marks, "started_at": started_at})
             done, resumed = None, 0
@@ -213,7 +215,7 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, config_path: st
             "rejects": write_table(store, prefix, "rejects", rejects, REJECTS_SCHEMA,
                                    cfg.output.rows_per_file),
         }
-        ledger = ledger_rows(run_id, annotations, rejects, marks)
+        ledger = ledger_rows(run_id, annotations, rejects, marks, stage_fingerprints(cfg))
         write_parquet(store, prefix + LEDGER_FILE, ledger, LEDGER_SCHEMA, "ledger")
         files["ledger"] = [{"path": LEDGER_FILE, "rows": ledger.num_rows}]
         rejected_fraction = rejects.num_rows / todo.num_rows if todo.num_rows else 0.0
@@ -256,8 +258,10 @@ def _run_waves(cfg: PipelineConfig, listing: pa.Table, staging: Staging) -> pa.T
                 # Workers get the config's storage section, not the resolved keys: they read
                 # the AWS_* variables of their own environment (a mounted secret on a
                 # cluster), so credentials never travel inside task arguments.
-                table = _collect(build_dataset(wave, cfg, cfg.storage, caption), wave.num_rows,
-                                 cfg.run.progress_interval_s)
+                table = run_with_worker_retries(
+                    lambda: _collect(build_dataset(wave, cfg, cfg.storage, caption),
+                                     wave.num_rows, cfg.run.progress_interval_s),
+                    cfg.run.worker_failure_attempts, f"wave {number}")
                 if table is not None:
                     staging.write_part(table)
                     tables.append(table)

@@ -13,6 +13,7 @@ from pipeline.dataset_view import committed_runs
 from pipeline.ledger import read_ledger, state_counts
 from pipeline.lock import describe, read_lock, stale_reason
 from pipeline.staging import staging_root
+from pipeline.summary import planned_text
 from schemas.config import PipelineConfig
 
 log = logging.getLogger("audioverse.status")
@@ -125,14 +126,15 @@ def _probe_seconds(store: ObjectStore, uri: str, size: int) -> float | None:
     return info.frames / info.samplerate
 
 
-def dry_run(cfg: PipelineConfig, full: bool, max_probes: int = 500) -> dict:
+def dry_run(cfg: PipelineConfig, full: bool, max_probes: int = 500,
+            reprocess: frozenset[str] = frozenset()) -> dict:
     """What `audioverse run` would process now, with hours and an estimated wall time."""
     from pipeline.runner import plan_inputs
 
     store = ObjectStore(resolve_storage(cfg.storage))
     store.check_bucket(cfg.input.uri)
     store.check_bucket(cfg.output.uri)
-    plan, summaries = plan_inputs(cfg, store, "dry-run", full)
+    plan, summaries = plan_inputs(cfg, store, "dry-run", full, reprocess)
     rows = plan.todo.select(["source_uri", "source_bytes"]).to_pylist()
     probed = estimated = 0
     for i, row in enumerate(rows):
@@ -170,8 +172,7 @@ def format_dry_run(d: dict, show: int = 50) -> str:
     lines = [
         f"dry run: nothing is processed or written ({'--full' if d['full'] else 'incremental'})",
         f"  input             {d['input']}: {c['listed']} objects listed",
-        f"  would process     {c['to_process']} objects ({c['new']} new, {c['changed']} "
-        f"changed, {c['retried']} retried, {c['reprocessed']} reprocessed), "
+        f"  would process     {c['to_process']} objects ({planned_text(c)}), "
         f"{d['bytes'] / 1e6:.1f} MB",
         f"  would skip        {c['unchanged']} unchanged"
         + (f", {c['deferred_by_limit']} over input.limit" if c.get("deferred_by_limit") else ""),

@@ -71,6 +71,23 @@ def _caption_counts(ann: pa.Table) -> dict:
     }
 
 
+def planned_text(src: dict) -> str:
+    """Why the objects of a run were processed, e.g. "2 new, 1 changed, 3 reconfigured"; only
+    the reasons that apply (a run without --full says nothing of --full)."""
+    parts = [f"{src.get('new', 0)} new", f"{src.get('changed', 0)} changed"]
+    if src.get("retried"):
+        parts.append(f"{src['retried']} retried after a read error")
+    if src.get("reconfigured"):
+        parts.append(f"{src['reconfigured']} reconfigured (a reject or drop whose settings "
+                     f"changed)")
+    if src.get("reprocess_reason"):
+        parts.append(f"{src['reprocess_reason']} by --reprocess "
+                     f"{','.join(src.get('reprocess') or [])}")
+    if src.get("full"):
+        parts.append(f"{src.get('reprocessed', 0)} reprocessed (--full)")
+    return ", ".join(parts)
+
+
 def format_summary(s: dict, prefix: str) -> str:
     lines = [
         f"run {s['run_id']}: {s['status']}",
@@ -81,10 +98,9 @@ def format_summary(s: dict, prefix: str) -> str:
         lines.append(f"    rejected  {reason:<22} {n}")
     src = s.get("sources")
     if src:
-        lines.append(f"  sources           {src['listed']} listed: {src['new']} new, "
-                     f"{src['changed']} changed, {src['retried']} retried, "
-                     f"{src['reprocessed']} reprocessed (--full), {src['unchanged']} unchanged "
-                     f"(skipped); {src['deleted']} marked deleted, {src['takedown']} taken down")
+        lines.append(f"  sources           {src['listed']} listed: {planned_text(src)}, "
+                     f"{src['unchanged']} unchanged (skipped); {src['deleted']} marked deleted, "
+                     f"{src['takedown']} taken down")
     if s.get("resumed_recordings"):
         lines.append(f"  resumed           {s['resumed_recordings']} recordings from the "
                      f"checkpoints of an earlier attempt")

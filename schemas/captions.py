@@ -1,13 +1,20 @@
-"""The caption record: what the captioner must produce for one segment, as typed dataclasses, the
-closed vocabularies of its fields, and the JSON schema the model is asked to follow.
+"""The caption record: what the captioner produces for one segment, as typed dataclasses, the
+closed vocabularies of its fields, who writes each field, and the JSON schema the model follows.
 
-One source of truth: the JSON schema, the dataclasses (which `dacite` fills strictly), and the
-validation in `operators/caption_parse.py` are all built from the constants below.
+The model is asked only for what it can know: a text model that saw the features chooses the
+scene and environment and writes the description; a model that hears also gives the emotion and
+the speakers' voices. Content type, language and speaker count are measured by the pipeline and
+never requested. One source of truth: the request schema, the reply dataclasses (which `dacite`
+fills strictly), and the validation in `operators/caption_parse.py` are all built from the
+constants below.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
+
+from schemas.provenance import HEARD, INFERRED, MEASURED
+from schemas.provenance import UNKNOWN as UNKNOWN_SOURCE
 
 UNKNOWN = "unknown"
 
@@ -24,7 +31,19 @@ SPEAKING_STYLES = ("conversational", "read", "narrative", "announcement", "shout
 CONTENT_TYPES = ("speech", "music", "sound")
 
 MAX_SPEAKERS = 8
+MIN_DESCRIPTION_CHARS = 10
 MAX_DESCRIPTION_CHARS = 300
+
+# Who writes which field of the record. The model is asked only for what it can know; the
+# pipeline writes the rest, and every field's provenance (schemas/provenance.py) says which.
+MEASURED_FIELDS = ("content_type", "language", "speaker_count")  # the pipeline, always
+VOICE_FIELDS = ("emotion", "speakers")     # a model that hears; otherwise unknown
+DESCRIBED_FIELDS = ("scene", "environment", "description")      # the model, always
+
+# Per-field provenance, one key per caption field (the speakers' fields one key each).
+PROVENANCE_KEYS = ("scene", "environment", "emotion", "content_type", "language",
+                   "speaker_count", "speaker_gender", "speaker_age_group", "speaker_emotion",
+                   "speaker_speaking_style", "description")
 
 # What a text model that only saw the extracted features cannot know: it never heard a voice.
 # Those fields are stored as "unknown" for text-only captions and listed per row.
@@ -42,16 +61,38 @@ class SpeakerCaption:
 
 @dataclass(frozen=True)
 class Caption:
-    """One segment described. `language` is an ISO 639-1 code, or None where nobody speaks."""
+    """One segment described: the model's fields and the pipeline's, put together.
+    `language` is an ISO 639-1 code, or None where nobody speaks; `speaker_count` is None where
+    the pipeline could not count (a segment too short for the speaker model)."""
 
     scene: str
     environment: str
     emotion: str
     content_type: str
-    speaker_count: int
+    speaker_count: Optional[int]
     speakers: list[SpeakerCaption]
     description: str
     language: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TextReply:
+    """What a text model that only saw the features writes."""
+
+    scene: str
+    environment: str
+    description: str
+
+
+@dataclass(frozen=True)
+class HeardReply:
+    """What a model that heard the audio writes."""
+
+    scene: str
+    environment: str
+    emotion: str
+    speakers: list[SpeakerCaption]
+    description: str
 
 
 # field -> allowed values, for the enum checks and the schema
@@ -63,48 +104,64 @@ SPEAKER_ENUMS: dict[str, tuple[str, ...]] = {
     "gender": GENDERS, "age_group": AGE_GROUPS, "emotion": EMOTIONS,
     "speaking_style": SPEAKING_STYLES,
 }
-REQUIRED = ("scene", "environment", "emotion", "content_type", "speaker_count", "speakers",
-            "description")
 
 
-def caption_json_schema(hears_audio: bool = True) -> dict:
-    """The JSON schema sent as `response_format`; constrained decoding follows it token by token.
-    Keys appear in the order a model should write them (the description last, once it knows).
-    For a model that cannot hear, the fields only a listener could know allow "unknown" alone."""
-    def enum(key: str, values: tuple[str, ...]) -> dict:
-        heard_only = not hears_audio and key in UNHEARD_BY_TEXT_MODEL
-        return {"type": "string", "enum": [UNKNOWN] if heard_only else list(values)}
+def model_fields(hears_audio: bool) -> tuple[str, ...]:
+    """The fields the model is asked for, in the order it should write them (the description
+    last, once it has decided the rest)."""
+    return ("scene", "environment") + (VOICE_FIELDS if hears_audio else ()) + ("description",)
 
-    speaker = {
-        "type": "object",
-        "properties": {k: enum(f"speakers.{k}", v) for k, v in SPEAKER_ENUMS.items()},
-        "required": list(SPEAKER_ENUMS),
-        "additionalProperties": False,
-    }
-    props = {
-        "scene": enum("scene", SCENES),
-        "environment": enum("environment", ENVIRONMENTS),
-        "emotion": enum("emotion", EMOTIONS),
-        "content_type": enum("content_type", CONTENT_TYPES),
-        "language": {"type": ["string", "null"], "pattern": "^[a-z]{2,3}$"},
-        "speaker_count": {"type": "integer", "minimum": 0, "maximum": MAX_SPEAKERS},
-        # A text model cannot describe a voice: its speakers list stays empty (the pipeline
-        # fills in one "unknown" entry per measured speaker), which saves ~25 tokens each.
-        "speakers": {"type": "array", "items": speaker,
-                     "maxItems": MAX_SPEAKERS if hears_audio else 0},
-        "description": {"type": "string", "minLength": 10,
-                        "maxLength": MAX_DESCRIPTION_CHARS},
-    }
-    return {"type": "object", "properties": props, "required": list(REQUIRED) + ["language"],
+
+def pipeline_fields(hears_audio: bool) -> tuple[str, ...]:
+    """The fields the pipeline writes itself (a reply may still contain them, from an endpoint
+    that ignores the schema: they are compared, flagged and overridden, never taken)."""
+    return MEASURED_FIELDS + (() if hears_audio else VOICE_FIELDS)
+
+
+def reply_type(hears_audio: bool) -> type:
+    return HeardReply if hears_audio else TextReply
+
+
+def request_schema(hears_audio: bool, speaker_count: Optional[int] = None) -> dict:
+    """The JSON schema sent as `response_format`: constrained decoding follows it token by token,
+    so every field is a closed enum or a length-bounded string and a constrained reply is always
+    valid. For a model that hears, the speakers list has exactly the measured speaker count."""
+    def enum(values: tuple[str, ...]) -> dict:
+        return {"type": "string", "enum": list(values)}
+
+    props: dict = {"scene": enum(SCENES), "environment": enum(ENVIRONMENTS)}
+    if hears_audio:
+        props["emotion"] = enum(EMOTIONS)
+        speaker = {"type": "object",
+                   "properties": {k: enum(v) for k, v in SPEAKER_ENUMS.items()},
+                   "required": list(SPEAKER_ENUMS), "additionalProperties": False}
+        count = {"minItems": speaker_count, "maxItems": speaker_count} \
+            if speaker_count is not None else {"maxItems": MAX_SPEAKERS}
+        props["speakers"] = {"type": "array", "items": speaker, **count}
+    props["description"] = {"type": "string", "minLength": MIN_DESCRIPTION_CHARS,
+                            "maxLength": MAX_DESCRIPTION_CHARS}
+    assert tuple(props) == model_fields(hears_audio)
+    return {"type": "object", "properties": props, "required": list(props),
             "additionalProperties": False}
+
+
+def field_provenance(hears_audio: bool) -> dict[str, str]:
+    """Where each caption field comes from, for a model that hears or one that only reads."""
+    model = HEARD if hears_audio else INFERRED
+    voice = HEARD if hears_audio else UNKNOWN_SOURCE
+    out = {key: voice for key in PROVENANCE_KEYS
+           if key == "emotion" or key.startswith("speaker_") and key != "speaker_count"}
+    out.update({key: model for key in DESCRIBED_FIELDS})
+    out.update({key: MEASURED for key in MEASURED_FIELDS})
+    return {key: out[key] for key in PROVENANCE_KEYS}
 
 
 @dataclass
 class CaptionOutcome:
     """What the caption step made of one model reply (or of its failure)."""
 
-    caption: Optional[Caption] = None
+    reply: Optional[object] = None        # a TextReply / HeardReply when the reply is valid
+    said: dict = field(default_factory=dict)  # pipeline fields the reply wrote anyway
     raw: Optional[str] = None
     repaired: bool = False
     errors: list[str] = field(default_factory=list)   # why the reply is not a valid caption
-    flags: list[str] = field(default_factory=list)    # corrections made afterwards

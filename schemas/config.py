@@ -3,7 +3,18 @@ mistyped key is an error that names it. Defaults are the embedded local setup's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None,
+            one_of: tuple | None = None) -> Any:
+    """A field with the range or the set of values it must be in; pipeline/config.py checks
+    every field at load (besides: every float finite, no bool where a number is declared), so
+    a value that would crash or mislead a run is a config error that names its key."""
+    rule = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt), ("one_of", one_of))
+            if v is not None}
+    return field(default=default, metadata={"rule": rule})
 
 
 @dataclass(frozen=True)
@@ -15,12 +26,12 @@ class StorageConfig:
     region: Optional[str] = None
     access_key_id: Optional[str] = None
     secret_access_key: Optional[str] = None
-    max_attempts: int = 5          # per request, with botocore's adaptive backoff
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
+    max_attempts: int = bounded(5, ge=1)  # per request, with botocore's adaptive backoff
+    connect_timeout_s: float = bounded(5.0, gt=0)
+    read_timeout_s: float = bounded(60.0, gt=0)
     # On top of botocore's attempts: transient failures (503 SlowDown, 5xx, resets, a server
     # restarting) are retried with backoff for this long before the run gives up on a request.
-    retry_window_s: float = 120.0
+    retry_window_s: float = bounded(120.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -29,8 +40,9 @@ class InputConfig:
     extensions: list[str] = field(
         default_factory=lambda: [".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"]
     )
-    max_object_bytes: int = 2 * 1024**3   # larger objects are rejected without a download
-    limit: Optional[int] = None    # process only the first N objects (sorted by key)
+    # larger objects are rejected without a download
+    max_object_bytes: int = bounded(2 * 1024**3, ge=1)
+    limit: Optional[int] = bounded(None, ge=1)  # process only the first N objects (sorted by key)
     # An S3 object listing sources to take down, one per line (s3:// URI, or a key relative to
     # `uri`; `#` starts a comment). Listed sources are not processed, and releases leave them out.
     takedown_uri: Optional[str] = None
@@ -39,29 +51,33 @@ class InputConfig:
 @dataclass(frozen=True)
 class OutputConfig:
     uri: str                       # s3://bucket/prefix/ under which runs/<run_id>/ is written
-    rows_per_file: int = 100_000
+    rows_per_file: int = bounded(100_000, ge=1)
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    max_duration_s: float = 4 * 3600.0
-    silence_peak_dbfs: float = -90.0       # a recording whose peak is below this is digital silence
-    min_decoded_fraction: float = 0.9      # below this share of the declared duration: truncated
+    max_duration_s: float = bounded(4 * 3600.0, gt=0)
+    # a recording whose peak is below this is digital silence
+    silence_peak_dbfs: float = bounded(-90.0, ge=-200, le=0)
+    # below this share of the declared duration: truncated
+    min_decoded_fraction: float = bounded(0.9, gt=0, le=1)
 
 
 @dataclass(frozen=True)
 class SegmentConfig:
     vad_model: str = "vad/silero-v6"
-    threshold: float = 0.5               # Silero speech probability that starts speech
-    min_silence_s: float = 0.3           # pause that ends a speech region
-    speech_pad_s: float = 0.2
-    merge_gap_s: float = 0.6             # neighbouring speech regions closer than this merge...
-    target_s: float = 12.0               # ...while the merged segment stays under this
-    min_speech_s: float = 1.0            # shorter speech segments get drop_reason too_short
-    max_speech_s: float = 28.0           # longer regions are split (Whisper hears 30 s at most)
-    min_sound_s: float = 1.0             # non-speech regions shorter than this are discarded
-    sound_floor_dbfs: float = -45.0      # non-speech regions quieter than this are near-silence
-    max_sound_s: float = 30.0
+    threshold: float = bounded(0.5, gt=0, lt=1)  # Silero speech probability that starts speech
+    min_silence_s: float = bounded(0.3, ge=0)  # pause that ends a speech region
+    speech_pad_s: float = bounded(0.2, ge=0)
+    merge_gap_s: float = bounded(0.6, ge=0)  # neighbouring speech regions closer than this merge...
+    target_s: float = bounded(12.0, gt=0)  # ...while the merged segment stays under this
+    min_speech_s: float = bounded(1.0, ge=0)  # shorter speech segments get drop_reason too_short
+    # longer regions are split (Whisper hears 30 s at most)
+    max_speech_s: float = bounded(28.0, gt=0, le=30)
+    min_sound_s: float = bounded(1.0, ge=0)  # non-speech regions shorter than this are discarded
+    # non-speech regions quieter than this are near-silence
+    sound_floor_dbfs: float = bounded(-45.0, ge=-200, le=0)
+    max_sound_s: float = bounded(30.0, gt=0)
 
 
 @dataclass(frozen=True)
@@ -69,9 +85,9 @@ class AsrSystemConfig:
     name: str                            # how the system is named in the tables
     model: str                           # registry entry; its `family` picks the adapter
     compute_type: str = "int8"
-    device: str = "cpu"
-    cpu_threads: int = 1
-    timeout_s: float = 300.0             # one model call; past this its segments are marked
+    device: str = bounded("cpu", one_of=("cpu", "cuda", "auto"))
+    cpu_threads: int = bounded(1, ge=1)
+    timeout_s: float = bounded(300.0, gt=0)  # one model call; past this its segments are marked
 
 
 def _default_asr_systems() -> list[AsrSystemConfig]:
@@ -89,16 +105,18 @@ class AsrConfig:
     order is also the tie-break order when choosing the selected transcript."""
 
     systems: list[AsrSystemConfig] = field(default_factory=_default_asr_systems)
-    batch_size: int = 8                  # segments per model call
+    batch_size: int = bounded(8, ge=1)  # segments per model call
     language: Optional[str] = None       # None: detect per segment
 
 
 @dataclass(frozen=True)
 class AgreementConfig:
-    min_voters: int = 2                  # systems that must transcribe a segment to score it
-    unverified_policy: str = "drop"      # drop: drop_reason unverified; penalize: keep it with
-    unverified_score: float = 0.5        # ...this agreement score instead
-    threshold: float = 0.6               # agreement below this: drop_reason asr_disagreement
+    min_voters: int = bounded(2, ge=1)  # systems that must transcribe a segment to score it
+    # drop: drop_reason unverified; penalize: keep it with unverified_score as its agreement
+    unverified_policy: str = bounded("drop", one_of=("drop", "penalize"))
+    unverified_score: float = bounded(0.5, ge=0, le=1)
+    # agreement below this: drop_reason asr_disagreement
+    threshold: float = bounded(0.6, ge=0, le=1)
     # Compared by characters (CER), not words: languages written without spaces.
     no_space_languages: list[str] = field(
         default_factory=lambda: ["zh", "ja", "th", "lo", "km", "my", "yue", "bo"])
@@ -106,46 +124,53 @@ class AgreementConfig:
 
 @dataclass(frozen=True)
 class HallucinationConfig:
-    max_ngram_repeats: int = 4           # the same 1-3 word n-gram this many times in a row
-    max_chars_per_s: float = 25.0        # more text per second than anyone speaks
-    min_chars_per_s: float = 1.5         # ...or far too little, on segments of at least
-    min_duration_for_rate_s: float = 3.0 # this length
-    max_word_chars: int = 30             # a "word" longer than this is garbage
-    max_words_per_s: float = 6.5
-    min_words_per_s: float = 0.25
-    clear_speech_prob: float = 0.7       # empty text on speech this clear is a failure
+    max_ngram_repeats: int = bounded(4, ge=2)  # the same 1-3 word n-gram this many times in a row
+    max_chars_per_s: float = bounded(25.0, gt=0)  # more text per second than anyone speaks
+    min_chars_per_s: float = bounded(1.5, ge=0)  # ...or far too little, on segments of at least
+    min_duration_for_rate_s: float = bounded(3.0, ge=0)  # this length
+    max_word_chars: int = bounded(30, ge=1)  # a "word" longer than this is garbage
+    max_words_per_s: float = bounded(6.5, gt=0)
+    min_words_per_s: float = bounded(0.25, ge=0)
+    # empty text on speech this clear is a failure
+    clear_speech_prob: float = bounded(0.7, ge=0, le=1)
 
 
 @dataclass(frozen=True)
 class MeasuresConfig:
-    clip_level: float = 0.99             # |sample| at or above this counts as clipped
-    max_clipped_ratio: float = 0.01      # more clipped samples than this: drop_reason clipping
+    clip_level: float = bounded(0.99, gt=0, le=1)  # |sample| at or above this counts as clipped
+    # more clipped samples than this: drop_reason clipping
+    max_clipped_ratio: float = bounded(0.01, ge=0, le=1)
     pitch: bool = True                   # pYIN pitch on speech segments (about 30x real time)
-    pitch_fmin_hz: float = 60.0
-    pitch_fmax_hz: float = 500.0
-    bandwidth_floor_db: float = 60.0     # bands this far below the loudest band count as empty
+    pitch_fmin_hz: float = bounded(60.0, gt=0)
+    pitch_fmax_hz: float = bounded(500.0, gt=0, le=2000)
+    # bands this far below the loudest band count as empty
+    bandwidth_floor_db: float = bounded(60.0, gt=0)
 
 
 @dataclass(frozen=True)
 class EventsConfig:
     model: str = "events/yamnet"         # registry entry of an AudioSet tagger
-    top_k: int = 5
-    frame_threshold: float = 0.3         # a frame has speech (music) if a speech (music) class
-                                         # scores at least this
-    music_share: float = 0.5             # music in this share of frames: content type music
-    cpu_threads: int = 1
-    device: str = "cpu"                  # cuda: torch taggers (PANNs) on the GPU
+    top_k: int = bounded(5, ge=1)
+    # a frame has speech (music) if a speech (music) class scores at least this
+    frame_threshold: float = bounded(0.3, gt=0, lt=1)
+    # music in this share of frames: content type music
+    music_share: float = bounded(0.5, gt=0, le=1)
+    cpu_threads: int = bounded(1, ge=1)
+    device: str = bounded("cpu", one_of=("cpu", "cuda"))  # cuda: torch taggers (PANNs) on the GPU
 
 
 @dataclass(frozen=True)
 class SpeakersConfig:
     model: str = "speakers/resemblyzer"  # registry entry of a speaker encoder
-    hop_s: float = 0.4                   # one embedding per model window (1.6 s) every hop
-    min_segment_s: float = 0.8           # shorter speech segments get no speaker (null)
-    distance_threshold: float = 0.38     # average cosine distance that separates two speakers
-    min_speaker_windows: int = 2         # fewer windows than this, or under this share of the
-    min_speaker_share: float = 0.1       # recording's windows: not a speaker of its own
-    cpu_threads: int = 1
+    hop_s: float = bounded(0.4, ge=0.1, le=1.6)  # one embedding per model window (1.6 s) every hop
+    min_segment_s: float = bounded(0.8, ge=0)  # shorter speech segments get no speaker (null)
+    # average cosine distance that separates two speakers
+    distance_threshold: float = bounded(0.38, gt=0, lt=2)
+    # fewer windows than this, or under this share of the
+    min_speaker_windows: int = bounded(2, ge=1)
+    # recording's windows: not a speaker of its own
+    min_speaker_share: float = bounded(0.1, ge=0, lt=1)
+    cpu_threads: int = bounded(1, ge=1)
 
 
 @dataclass(frozen=True)
@@ -162,9 +187,9 @@ class CaptionEndpointConfig:
 @dataclass(frozen=True)
 class LocalLlmConfig:
     model: str = "caption/smollm2-135m"  # registry entry of a GGUF file
-    threads: int = 2
-    context_tokens: int = 2048
-    startup_timeout_s: float = 60.0
+    threads: int = bounded(2, ge=1)
+    context_tokens: int = bounded(2048, ge=256)
+    startup_timeout_s: float = bounded(60.0, gt=0)
 
 
 @dataclass(frozen=True)
@@ -173,15 +198,15 @@ class CaptionConfig:
     endpoint: CaptionEndpointConfig = field(default_factory=CaptionEndpointConfig)
     local_server: LocalLlmConfig = field(default_factory=LocalLlmConfig)
     constrained: bool = True             # send the JSON schema as response_format
-    max_tokens: int = 320                # a caption is ~150 tokens; a looping model stops here
-    seed: int = 0                        # decoding is greedy; the seed is for servers that sample
-    concurrency: int = 2                 # requests in flight per caption worker
-    timeout_s: float = 60.0              # per socket operation of one request
-    max_attempts: int = 4                # per request, with exponential backoff and jitter
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 8.0
-    breaker_failures: int = 8            # failed attempts in a row that stop the run
-    max_transcript_chars: int = 1000
+    max_tokens: int = bounded(320, ge=16)  # a caption is ~150 tokens; a looping model stops here
+    seed: int = bounded(0, ge=0)  # decoding is greedy; the seed is for servers that sample
+    concurrency: int = bounded(2, ge=1)  # requests in flight per caption worker
+    timeout_s: float = bounded(60.0, gt=0)  # per socket operation of one request
+    max_attempts: int = bounded(4, ge=1)  # per request, with exponential backoff and jitter
+    backoff_base_s: float = bounded(0.5, ge=0)
+    backoff_max_s: float = bounded(8.0, ge=0)
+    breaker_failures: int = bounded(8, ge=1)  # failed attempts in a row that stop the run
+    max_transcript_chars: int = bounded(1000, ge=1)
 
 
 def _default_weights() -> dict[str, dict[str, float]]:
@@ -211,12 +236,14 @@ class QualityConfig:
     durations: dict[str, list[float]] = field(default_factory=_default_durations)
     snr_floor_db: float = 5.0            # snr component 0 here...
     snr_good_db: float = 30.0            # ...and 1 from here
-    clip_tolerance: float = 0.01         # clipped_ratio at which the clipping component is 0
-    corrected_caption: float = 0.75      # a valid caption the measurements had to correct
+    # clipped_ratio at which the clipping component is 0
+    clip_tolerance: float = bounded(0.01, gt=0, le=1)
+    # a valid caption the measurements had to correct
+    corrected_caption: float = bounded(0.75, ge=0, le=1)
     # Hard gates: below these a segment is not eligible, whatever its score.
     min_snr_db: Optional[float] = 3.0
-    min_agreement: Optional[float] = 0.6  # speech only
-    min_duration_s: Optional[float] = 1.0
+    min_agreement: Optional[float] = bounded(0.6, ge=0, le=1)  # speech only
+    min_duration_s: Optional[float] = bounded(1.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -224,32 +251,35 @@ class SplitConfig:
     """Split by recording: a hash of the source key (not its ETag, so a re-upload stays in
     its split) against these shares; the rest is train."""
 
-    validation: float = 0.05
-    test: float = 0.05
+    validation: float = bounded(0.05, ge=0, lt=1)
+    test: float = bounded(0.05, ge=0, lt=1)
     salt: str = "audioverse-split-v1"    # changing it reshuffles every recording: don't
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
     model: str = "tokenizer/mimi-seeded" # registry entry of a transformers audio codec
-    device: str = "cpu"                  # cuda on GPU workers (ray.resources.tokenize.num_gpus)
-    batch_seconds: float = 60.0          # audio per codec call; segments batched by length
-    max_batch_segments: int = 16
-    threads: int = 1
+    # cuda on GPU workers (ray.resources.tokenize.num_gpus)
+    device: str = bounded("cpu", one_of=("cpu", "cuda"))
+    batch_seconds: float = bounded(60.0, gt=0)  # audio per codec call; segments batched by length
+    max_batch_segments: int = bounded(16, ge=1)
+    threads: int = bounded(1, ge=1)
 
 
 @dataclass(frozen=True)
 class ShardConfig:
-    target_mb: float = 128.0             # a shard is closed once its codes reach this size
-    row_group_rows: int = 128            # small row groups: a reader streams without whole files
+    target_mb: float = bounded(128.0, gt=0)  # a shard is closed once its codes reach this size
+    # small row groups: a reader streams without whole files
+    row_group_rows: int = bounded(128, ge=1)
 
 
 @dataclass(frozen=True)
 class ReleaseConfig:
     """`audioverse release`: select the top fraction of the dataset view, tokenize, shard."""
 
-    fraction: float = 0.10               # of eligible segments per stratum
-    unit: str = "segments"               # segments | hours: what the fraction counts
+    fraction: float = bounded(0.10, gt=0, le=1)  # of eligible segments per stratum
+    # segments | hours: what the fraction counts
+    unit: str = bounded("segments", one_of=("segments", "hours"))
     stratify_by: list[str] = field(default_factory=list)  # e.g. [language]; content type
                                                           # is always a stratum
     content_types: list[str] = field(default_factory=lambda: ["speech", "music", "sound"])
@@ -262,20 +292,20 @@ class ReleaseConfig:
 
 @dataclass(frozen=True)
 class StageResources:
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    concurrency: int = 1                 # actor pool size (or parallel tasks for stateless stages)
-    batch_size: int = 1
+    num_cpus: float = bounded(1.0, ge=0)
+    num_gpus: float = bounded(0.0, ge=0)
+    concurrency: int = bounded(1, ge=1)  # actor pool size (or parallel tasks for stateless stages)
+    batch_size: int = bounded(1, ge=1)
 
 
 @dataclass(frozen=True)
 class StageResourcesOverride:
     """`ray.resources.<stage>` in the config: only the fields given replace the stage's own."""
 
-    num_cpus: Optional[float] = None
-    num_gpus: Optional[float] = None
-    concurrency: Optional[int] = None
-    batch_size: Optional[int] = None
+    num_cpus: Optional[float] = bounded(None, ge=0)
+    num_gpus: Optional[float] = bounded(None, ge=0)
+    concurrency: Optional[int] = bounded(None, ge=1)
+    batch_size: Optional[int] = bounded(None, ge=1)
 
     def apply(self, base: StageResources) -> StageResources:
         given = {k: v for k, v in self.__dict__.items() if v is not None}
@@ -285,9 +315,10 @@ class StageResourcesOverride:
 @dataclass(frozen=True)
 class RayConfig:
     address: Optional[str] = None        # None: start a local runtime; "auto": join a cluster
-    num_cpus: Optional[int] = 6          # logical CPUs of a local runtime (above the physical
-                                         # count, so actor pools cannot starve the read tasks)
-    object_store_mb: int = 1024
+    # logical CPUs of a local runtime (above the physical count, so actor pools cannot starve
+    # the read tasks)
+    num_cpus: Optional[int] = bounded(6, ge=1)
+    object_store_mb: int = bounded(1024, ge=75)
     progress_bars: bool = False
     # Per-stage overrides of the resources each stage class declares (operators/*.py).
     resources: dict[str, StageResourcesOverride] = field(default_factory=dict)
@@ -295,16 +326,20 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    max_failed_fraction: float = 0.5     # more rejected inputs than this share: exit code 4
-    log_level: str = "INFO"
-    progress_interval_s: float = 10.0
+    # more rejected inputs than this share: exit code 4
+    max_failed_fraction: float = bounded(0.5, ge=0, le=1)
+    log_level: str = bounded("INFO", one_of=("DEBUG", "INFO", "WARNING", "ERROR"))
+    progress_interval_s: float = bounded(10.0, gt=0)
     # The run lock (<output.uri>/_lock/run.json): renewed every lock_ttl_s / 3 by a live run; a
     # lock not renewed for lock_ttl_s belongs to a dead run and is taken over.
-    lock_ttl_s: float = 600.0
+    lock_ttl_s: float = bounded(600.0, ge=10)
     # The run's objects go through the DAG in waves of this many; each finished wave is saved to
     # <output.uri>/_staging/<run_id>/, so a run that dies resumes (same --run-id) from its last
     # finished wave. Each wave starts the model workers afresh (seconds), so not too small.
-    wave_objects: int = 1000
+    wave_objects: int = bounded(1000, ge=1)
+    # A Ray worker that dies (killed, out of memory, its node lost) fails the wave it was in;
+    # the wave is run again, up to this many attempts in all, before the run gives up.
+    worker_failure_attempts: int = bounded(3, ge=1)
 
 
 @dataclass(frozen=True)

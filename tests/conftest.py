@@ -13,6 +13,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Stages also run in this process (unit tests call them directly): the same fixed CPU kernels as
+# the Ray workers (pipeline/dag.py REPRODUCIBLE_CPU_ENV), set before any model library loads.
+from pipeline.dag import REPRODUCIBLE_CPU_ENV  # noqa: E402 - imports no model library
+
+for _key, _value in REPRODUCIBLE_CPU_ENV.items():
+    os.environ.setdefault(_key, _value)
 LOCAL_CONFIG = ROOT / "configs" / "local.yaml"
 TEST_BUCKET = "audioverse-test"
 

@@ -9,11 +9,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# A valid reply of a text model that saw the features (the fields it is asked for).
 VALID_CAPTION = {
-    "scene": "reading", "environment": "indoor", "emotion": "unknown", "content_type": "speech",
-    "language": "en", "speaker_count": 1,
-    "speakers": [{"gender": "unknown", "age_group": "unknown", "emotion": "unknown",
-                  "speaking_style": "unknown"}],
+    "scene": "reading", "environment": "indoor",
     "description": "Someone reads a short passage aloud.",
 }
 

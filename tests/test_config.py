@@ -89,3 +89,60 @@ def test_bad_set_syntax_and_missing_file(tmp_path):
         load_config(LOCAL_CONFIG, ["asr.batch_size"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+# Values that used to pass the load and then crashed a run after it took the lock, or quietly
+# rejected every input (and wrote that into the ledger). Each is now a config error (exit 2)
+# naming its key, before anything is read or written.
+@pytest.mark.parametrize("override, named", [
+    ("run.wave_objects=0", "run.wave_objects"),
+    ("run.wave_objects=-1", "run.wave_objects"),
+    ("run.wave_objects=true", "run.wave_objects"),            # a bool is not a number
+    ("asr.batch_size=0", "asr.batch_size"),
+    ("decode.max_duration_s=.nan", "decode.max_duration_s"),
+    ("decode.max_duration_s=.inf", "decode.max_duration_s"),
+    ("decode.max_duration_s=-1", "decode.max_duration_s"),
+    ('input.extensions=["wav"]', "input.extensions"),
+    ("input.extensions=[]", "input.extensions"),
+    ("input.max_object_bytes=-5", "input.max_object_bytes"),
+    ("segment.threshold=2", "segment.threshold"),
+    ("decode.min_decoded_fraction=7", "decode.min_decoded_fraction"),
+    ("run.lock_ttl_s=0", "run.lock_ttl_s"),
+    ("run.log_level=LOUD", "run.log_level"),
+    ("ray.resources.asr.concurrency=0", "ray.resources.asr.concurrency"),
+    ("asr.systems=[{name: a, model: asr/whisper-base, cpu_threads: 0}]",
+     "asr.systems[0].cpu_threads"),
+    ("release.quality.weights.speech.snr=.nan", "release.quality.weights.speech.snr"),
+    ("caption.backoff_max_s=0.1", "caption.backoff_base_s"),
+])
+def test_a_value_out_of_range_is_a_config_error_naming_its_key(override, named):
+    with pytest.raises(ConfigError) as err:
+        load_config(LOCAL_CONFIG, [override])
+    assert named in str(err.value), str(err.value)
+
+
+def test_every_numeric_field_of_the_shipped_configs_is_in_range():
+    from pipeline.config import check_values
+
+    for name in ("local.yaml", "cluster.yaml"):
+        assert check_values(load_config(LOCAL_CONFIG.parent / name)) is None
+
+
+@pytest.mark.parametrize("override", ["decode.max_duration_s=-1", "run.wave_objects=0"])
+def test_dry_run_refuses_a_bad_value_with_exit_2_before_reading_anything(override, capsys):
+    from pipeline.cli import main
+
+    # No S3 server is needed: the config fails first.
+    code = main(["run", str(LOCAL_CONFIG), "--dry-run", "--set", override,
+                 "--set", "storage.endpoint_url=http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 2 and override.split("=")[0] in err and "Traceback" not in err
+
+
+def test_an_unknown_reprocess_reason_is_a_config_error(capsys):
+    from pipeline.cli import main
+
+    code = main(["run", str(LOCAL_CONFIG), "--dry-run", "--reprocess", "asr_disagrement",
+                 "--set", "storage.endpoint_url=http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 2 and "asr_disagrement" in err and "asr_disagreement" in err

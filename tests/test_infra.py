@@ -144,6 +144,13 @@ def test_the_nightly_commands_parse_and_load_their_config():
         args = _parser().parse_args(argv[1:])
         cfg = load_config(ROOT / args.config, args.overrides)
         assert cfg.input.uri.startswith("s3://") and cfg.output.uri.startswith("s3://")
+    # A night's ids are stable through the day (no time of day in them), so a retried job
+    # (backoffLimit) resumes the night's run instead of starting another one.
+    run_id = commands[0][commands[0].index("--run-id") + 1]
+    release_id = commands[1][commands[1].index("--release-id") + 1]
+    for ident in (run_id, release_id):
+        assert "$(date -u +%Y-%m-%d)" in ident and "%H" not in ident and "%s" not in ident
+    assert job["spec"]["backoffLimit"] >= 1
 
 
 def test_images_copy_existing_paths_and_install_pinned_requirements():

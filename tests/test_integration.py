@@ -36,6 +36,12 @@ EXPECTED_REJECTS = {
 }
 
 
+# The card readings of the second run agree at 0.58-0.67 under the default rule, one word from
+# the 0.6 threshold: whether any is kept (and captioned) would hang on one word a CPU can flip.
+# These tests check the pipeline, not that threshold; the agreement gate has its own tests.
+WIDE_AGREEMENT = ["agreement.threshold=0.3"]
+
+
 def s3fs_filesystem():
     import s3fs
 
@@ -58,7 +64,8 @@ def read_run(prefix: str):
 @pytest.fixture(scope="module")
 def first_run(demo_corpus, ray_runtime, local_config):
     # --full: other test modules' runs share this output, and the ledger may know some objects.
-    result = run_pipeline(local_config("caption.enabled=false"), run_id="it-a", full=True)
+    result = run_pipeline(local_config("caption.enabled=false", *WIDE_AGREEMENT), run_id="it-a",
+                          full=True)
     assert result.exit_code == 0
     return result, *read_run(result.prefix)
 
@@ -68,7 +75,8 @@ def second_run(first_run, local_config):
     # The first 9 objects by key (bad/ and cmu_cards/): every reject, and speech that goes
     # through ASR, agreement, speakers and captions. --full: the ledger knows these objects
     # from it-a; an incremental run would skip them.
-    result = run_pipeline(local_config("input.limit=9"), run_id="it-b", full=True)
+    result = run_pipeline(local_config("input.limit=9", *WIDE_AGREEMENT), run_id="it-b",
+                          full=True)
     assert result.exit_code == EXIT_TOO_MANY_FAILED  # 7 of 9 rejected: published all the same
     return result, *read_run(result.prefix)
 
@@ -159,7 +167,9 @@ def test_events_and_content_types_follow_what_the_files_are(first_run):
     assert any(label["name"] == "Violin, fiddle" for r in violin for label in r["event_labels"])
     vacuum = files["tuxpaint/sound_effects/vacuum_cleaner.ogg"]
     assert {r["content_type"] for r in vacuum} == {"sound"}
-    assert vacuum[0]["event_labels"][0]["mid"] == "/m/0d31p"  # Vacuum cleaner
+    # Vacuum cleaner among the tagger's top 3 (it is top-1 at 0.82 here; YAMNet's int8 scores
+    # move in steps, so not the exact rank).
+    assert "/m/0d31p" in [e["mid"] for e in vacuum[0]["event_labels"][:3]]
     librivox = [r for name, rows in files.items() if name.startswith("librivox/") for r in rows]
     for row in librivox:
         assert row["content_type"] == "speech" and row["vad_content_type"] == "speech"
@@ -228,11 +238,17 @@ def test_kept_segments_have_valid_captions_that_agree_with_measurements(second_r
         assert r["caption_content_type"] == r["content_type"]
         if r["content_type"] == "speech":
             assert r["caption_language"] == r["language"]
-            if r["speaker_count"] is not None:
-                assert r["caption_speaker_count"] == r["speaker_count"]
-        assert len(r["caption_speakers"]) == r["caption_speaker_count"]
+            assert r["caption_speaker_count"] == r["speaker_count"]  # None: not counted
+        else:
+            assert r["caption_language"] is None and r["caption_speaker_count"] == 0
+        assert len(r["caption_speakers"]) == (r["caption_speaker_count"] or 0)
         assert r["caption_emotion"] == "unknown"
         assert r["caption_unheard_fields"] == list(UNHEARD_BY_TEXT_MODEL)
+        prov = r["caption_provenance"]
+        assert (prov["scene"], prov["content_type"], prov["speaker_gender"]) == \
+            ("inferred", "measured", "unknown")
+        assert prov["speaker_count"] == ("unknown" if r["caption_speaker_count"] is None
+                                         else "measured")
     # Segments dropped before captioning were not sent; a caption drop names its reason.
     for r in rows:
         if r["drop_reason"] not in (None, reasons.CAPTION_INVALID, reasons.CAPTION_ERROR):

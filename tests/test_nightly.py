@@ -32,7 +32,7 @@ from infra.demo_corpus import POCKETSPHINX, TUXPAINT, StagedFile, stage
 from operators.storage import ObjectStore
 from pipeline.cli import main
 from pipeline.errors import EXIT_LOCKED, EXIT_STORAGE
-from pipeline.lock import LockHeld, LockLost, RunLock, lock_uri, read_lock
+from pipeline.lock import LockHeld, LockLost, RunLock, lock_uri, pid_alive, read_lock
 from pipeline.runner import run_pipeline
 from schemas.config import StorageConfig
 from tests.conftest import LOCAL_CONFIG, TEST_BUCKET
@@ -182,8 +182,14 @@ def test_incremental_nights_ledger_status_and_dry_run(store, s3_client, ray_runt
     s3_client.put_object(Bucket=bucket, Key=prefix + "a/card1.wav",
                          Body=files[0].body[:-3200])  # new bytes, new ETag
     s3_client.delete_object(Bucket=bucket, Key=prefix + "b/violin.ogg")
+    # Two more arrive under keys with '#', '?', spaces and non-ASCII, and are taken down at
+    # once: a '#' inside a line is part of the key, not a comment.
+    odd = ["d/hash#frag.wav", "d/sp ace \u00fc?.wav"]
+    for key in odd:
+        s3_client.put_object(Bucket=bucket, Key=prefix + key, Body=files[1].body)
     s3_client.put_object(Bucket=bucket, Key="nightly/takedown.txt",
-                         Body=b"# legal request 123\na/card2.wav\n")
+                         Body=("# legal request 123\na/card2.wav\n" + odd[0] + "\n"
+                               + raw + odd[1] + "\n").encode())
     takedown = f"input.takedown_uri=s3://{TEST_BUCKET}/nightly/takedown.txt"
     cfg2 = local_config(*overrides(out, takedown, raw=raw))
 
@@ -192,7 +198,7 @@ def test_incremental_nights_ledger_status_and_dry_run(store, s3_client, ray_runt
     plan = json.loads(capsys.readouterr().out)
     assert plan["sources"]["to_process"] == 2 and plan["sources"]["new"] == 1
     assert plan["sources"]["changed"] == 1 and plan["sources"]["deleted"] == 1
-    assert plan["sources"]["takedown"] == 1 and plan["sources"]["unchanged"] == 0
+    assert plan["sources"]["takedown"] == 3 and plan["sources"]["unchanged"] == 0
     assert sorted(o["source_uri"].rsplit("/", 1)[-1] for o in plan["objects"]) == \
         ["card1.wav", "random_bytes.wav"]
     card1 = next(o for o in plan["objects"] if o["source_uri"].endswith("card1.wav"))
@@ -204,8 +210,8 @@ def test_incremental_nights_ledger_status_and_dry_run(store, s3_client, ray_runt
 
     night2 = run_pipeline(cfg2, run_id="n2")
     src = night2.summary["sources"]
-    assert (src["listed"], src["to_process"], src["unchanged"]) == (3, 2, 0)
-    assert (src["new"], src["changed"], src["deleted"], src["takedown"]) == (1, 1, 1, 1)
+    assert (src["listed"], src["to_process"], src["unchanged"]) == (5, 2, 0)
+    assert (src["new"], src["changed"], src["deleted"], src["takedown"]) == (1, 1, 1, 3)
     assert night2.summary["inputs"] == 2
     # Night 3: nothing changed, nothing to do; --full processes every listed object again.
     night3 = run_pipeline(cfg2, run_id="n3")
@@ -218,7 +224,8 @@ def test_incremental_nights_ledger_status_and_dry_run(store, s3_client, ray_runt
     by_key = {uri.rsplit("/", 1)[-1]: s for uri, s in states.items()}
     assert {k: s["state"] for k, s in by_key.items()} == {
         "card1.wav": "annotated", "card2.wav": "takedown", "violin.ogg": "deleted",
-        "random_bytes.wav": "rejected"}
+        "random_bytes.wav": "rejected", "hash#frag.wav": "takedown",
+        "sp ace \u00fc?.wav": "takedown"}
     assert by_key["card1.wav"]["run_id"] == "n2"  # the changed object's new version
     view = build_view(store, cfg2)
     assert {u.rsplit("/", 1)[-1] for u in view.table.column("source_uri").to_pylist()} == \
@@ -230,8 +237,26 @@ def test_incremental_nights_ledger_status_and_dry_run(store, s3_client, ray_runt
     st = json.loads(capsys.readouterr().out)
     assert [(r["run_id"], r["state"], r["inputs"]) for r in st["runs"]] == \
         [("n1", "committed", 3), ("n2", "committed", 2), ("n3", "committed", 0)]
-    assert st["sources"] == {"annotated": 1, "rejected": 1, "deleted": 1, "takedown": 1}
+    assert st["sources"] == {"annotated": 1, "rejected": 1, "deleted": 1, "takedown": 3}
     assert st["lock"] is None
+
+    # A reject whose settings changed since is planned again without --full; --reprocess
+    # names reasons. (random_bytes.wav was rejected by the decoder: undecodable.)
+    def dry(*extra: str) -> tuple[dict, set[str]]:
+        sets = sum([["--set", o] for o in overrides(out, takedown, raw=raw)], [])
+        assert main(["run", str(LOCAL_CONFIG), "--dry-run", "--json", *sets, *extra]) == 0
+        plan = json.loads(capsys.readouterr().out)
+        return plan["sources"], {o["source_uri"].rsplit("/", 1)[-1] for o in plan["objects"]}
+
+    assert dry()[0]["to_process"] == 0
+    # Every stage comes after the decoder: card1 is planned again too if a segment of it was
+    # dropped (by whatever stage), since that drop depended on the decode settings as well.
+    dropped = {"card1.wav"} if by_key["card1.wav"]["drop_reasons"] else set()
+    counts, names = dry("--set", "decode.min_decoded_fraction=0.5")
+    assert names == {"random_bytes.wav"} | dropped and counts["reconfigured"] == len(names)
+    assert dry("--set", "caption.max_tokens=200")[0]["to_process"] == 0  # after every drop
+    counts, names = dry("--reprocess", "undecodable")
+    assert names == {"random_bytes.wav"} and counts["reprocess_reason"] == 1
 
 
 # --- the lock ---------------------------------------------------------------------------------
@@ -293,23 +318,54 @@ def test_lock_keeps_runs_apart_and_a_stale_lock_is_taken_over(store, capsys):
 
 
 # --- resume -----------------------------------------------------------------------------------
-def test_resume_after_driver_kill_and_everything_stopped(
+def test_resume_after_sigterm_then_a_driver_kill_and_everything_stopped(
         store, clean, s3_server, ray_runtime, local_config, tmp_path):
-    """Attempt 1 (`audioverse run`, one object per wave) has its driver `kill -9`ed after its
-    first wave; a second later the rest goes down as in a reboot (its Ray processes and the S3
-    server, SIGKILL). Attempt 2, the same run id, resumes and finishes. The result must be the
-    clean run's. (A killed Ray worker is in the transient-faults test below.)"""
+    """Attempt 1 (`audioverse run`, one object per wave) gets SIGTERM after its first wave, as
+    Kubernetes sends on eviction: it stops within 30 s with exit 143 and one line saying how to
+    resume, releases the lock, stops its Ray processes and keeps its staging. Attempt 2, the
+    same run id, resumes and has its driver `kill -9`ed after its next wave; a second later the
+    rest goes down as in a reboot (its Ray processes and the S3 server, SIGKILL). Attempt 3
+    resumes and finishes. The result must be the clean run's. (A killed Ray worker is in the
+    transient-faults test below.)"""
     out = BASE + "kill/"
 
-    log = tmp_path / "attempt1.log"
-    proc = start_driver(out, "k1", log)
+    log1 = tmp_path / "attempt1.log"
+    proc = start_driver(out, "k1", log1)
     try:
-        wait_for_checkpoint(store, out, "k1", proc, log, parts=1)
+        wait_for_checkpoint(store, out, "k1", proc, log1, parts=1)
+        ray_procs = _descendants(proc.pid)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        stopped_in = time.monotonic() - t0
+    finally:
+        _kill([proc.pid, *_descendants(proc.pid)])
+    text = log1.read_text()
+    assert code == 143 and stopped_in < 30, (code, stopped_in, text[-3000:])
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("audioverse: interrupted by SIGTERM") and "--run-id k1" in last
+    for noise in ("Traceback", "Aborted", "SIGTERM received", "core_worker.cc"):
+        assert noise not in text, noise
+    deadline = time.monotonic() + 10
+    while [p for p in ray_procs if pid_alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [_cmdline(p) for p in ray_procs if pid_alive(p)]
+    assert not alive, f"processes of the stopped run still run: {alive}"
+    assert read_lock(store, out) is None               # the lock was released
+    assert store.exists(f"{out}_staging/k1/plan.json")  # resumable
+    assert store.list(f"{out}_staging/k1/parts/")
+    assert not store.exists(f"{out}runs/k1/summary.json")
+
+    log2 = tmp_path / "attempt2.log"
+    proc = start_driver(out, "k1", log2)
+    try:
+        wait_for_checkpoint(store, out, "k1", proc, log2, parts=2)
         ray_procs = _descendants(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         _kill([proc.pid, *_descendants(proc.pid)])
+    assert "resuming run k1" in log2.read_text()
     assert not store.exists(f"{out}runs/k1/summary.json")
     assert read_lock(store, out)[0]["run_id"] == "k1"  # the dead driver's lock is still there
     time.sleep(1)
@@ -318,13 +374,13 @@ def test_resume_after_driver_kill_and_everything_stopped(
     restarted = local_s3.start(s3_server.data_dir)
     assert restarted.endpoint_url == s3_server.endpoint_url  # same endpoint after the restart
 
-    # Attempt 2: takes the dead driver's lock over, reloads the frozen plan, skips the saved
-    # wave, and runs the three objects left in one wave (the plan decides what is left, not
+    # Attempt 3: takes the dead driver's lock over, reloads the frozen plan, skips the two
+    # saved waves, and runs the objects left in one wave (the plan decides what is left, not
     # the wave size).
     result = run_pipeline(local_config(*overrides(out)), run_id="k1")
     assert result.exit_code == 0
     resumed = result.summary["resumed_recordings"]
-    assert 1 <= resumed < result.summary["inputs"], "the rerun should resume, not restart"
+    assert 2 <= resumed < result.summary["inputs"], "the rerun should resume, not restart"
     same_as_clean(outputs(store, out, "k1"), clean)
     assert read_lock(store, out) is None
 
