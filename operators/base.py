@@ -16,6 +16,7 @@ from typing import ClassVar
 import pyarrow as pa
 
 from model_serving.registry import ModelRegistry
+from operators import progress
 from operators.logs import ensure_worker_logging
 from schemas.config import ModelEntry, PipelineConfig, StageResources, StorageConfig
 
@@ -30,6 +31,10 @@ class Stage:
     adds: ClassVar[pa.Schema] = pa.schema([])
     consumes: ClassVar[tuple[str, ...]] = ()  # input columns the stage does not pass on
     uses_model: ClassVar[bool] = False          # actors (model loaded once) vs. plain tasks
+    per_recording: ClassVar[bool] = False       # needs every segment of a recording per batch
+    # Rows of rejected recordings go through untouched, and a batch of nothing else skips the
+    # stage (no model load for a batch of corrupt files); a stage that must see them says no.
+    skips_rejected: ClassVar[bool] = True
     resources: ClassVar[StageResources] = StageResources()  # default; config may override
 
     def __init__(self) -> None:
@@ -52,18 +57,21 @@ class Stage:
         missing = [c for c in self.requires if c not in batch.column_names]
         if missing:
             raise KeyError(f"stage '{self.name}' needs columns {missing}; got {batch.column_names}")
-        if "reject_reason" in batch.column_names and \
+        run_id = batch.column("run_id")[0].as_py() \
+            if "run_id" in batch.column_names and batch.num_rows else None
+        if self.skips_rejected and "reject_reason" in batch.column_names and \
                 batch.column("reject_reason").null_count == 0:
             # Every row is a rejected recording, which every stage passes on untouched: no
             # need to load models for it (a batch of corrupt files costs no model start).
-            return conform(batch, self.output_schema(batch.schema))
-        if not self._ready:
-            run_ids = batch.column("run_id") if "run_id" in batch.column_names else None
-            ensure_worker_logging(run_ids[0].as_py() if run_ids is not None and len(run_ids) else None)
-            self.setup()
-            self._ready = True
-        out = self.process(batch)
-        return conform(out, self.output_schema(batch.schema))
+            out = conform(batch, self.output_schema(batch.schema))
+        else:
+            if not self._ready:
+                ensure_worker_logging(run_id)
+                self.setup()
+                self._ready = True
+            out = conform(self.process(batch), self.output_schema(batch.schema))
+        progress.report(run_id, self.name, out)
+        return out
 
     @classmethod
     def output_schema(cls, input_schema: pa.Schema) -> pa.Schema:

@@ -83,8 +83,10 @@ class SpeakerEmbedStage(ModelStage):
 class SpeakerClusterStage(Stage):
     """All rows of one recording -> + SPEAKER_FIELDS. No model; consumes the embeddings."""
 
+    # A recording stage (DESIGN.md section 4): it needs every segment of a recording at once,
+    # which a night's partition blocks guarantee (pipeline/dag.py); it groups within the batch.
     name = "speakers"
-    group_key = "recording_id"    # a recording stage: the DAG groups rows by this column
+    per_recording = True
     requires = ("recording_id", "segment_index", "reject_reason", SPEAKER_EMBEDDINGS_FIELD.name)
     adds = pa.schema([f for f in SPEAKER_FIELDS if f.name != "speaker_model"])
     consumes = (SPEAKER_EMBEDDINGS_FIELD.name,)

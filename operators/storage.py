@@ -113,6 +113,49 @@ class ObjectStore:
 
         return self._call(f"listing {uri}", listing)
 
+    def list_pages(self, uri: str, direct_only: bool = False):
+        """Objects under an s3:// prefix, one page (up to 1000) at a time, in key order: a
+        listing of millions of objects never sits in one process. Each page is retried on its
+        own (continuation token), so a storage hiccup does not restart the listing.
+        `direct_only`: only the objects directly under the prefix, not in a "directory"."""
+        bucket, prefix = split_uri(uri)
+        token = None
+        while True:
+            kwargs = {"Bucket": bucket, "Prefix": prefix}
+            if direct_only:
+                kwargs["Delimiter"] = "/"
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call(f"listing {uri}",
+                              lambda: self.client.list_objects_v2(**kwargs))
+            yield [ObjectInfo(bucket, o["Key"], o["ETag"].strip('"'), int(o["Size"]))
+                   for o in page.get("Contents", [])]
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def any_under(self, uri: str) -> bool:
+        """Whether any object is under a prefix (one key listed at most)."""
+        bucket, prefix = split_uri(uri)
+        return bool(self._call(f"listing {uri}", lambda: self.client.list_objects_v2(
+            Bucket=bucket, Prefix=prefix, MaxKeys=1)).get("KeyCount", 0))
+
+    def list_dirs(self, uri: str) -> list[str]:
+        """The names of the "directories" directly under an s3:// prefix (a delimiter listing:
+        one entry per child prefix, not one per object under it)."""
+        bucket, prefix = split_uri(uri)
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+
+        def listing() -> list[str]:
+            out = []
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+                out += [p["Prefix"][len(prefix):].rstrip("/")
+                        for p in page.get("CommonPrefixes", [])]
+            return out
+
+        return self._call(f"listing {uri}", listing)
+
     def get(self, uri: str, etag: str | None = None) -> bytes:
         """The object's bytes; with `etag`, the exact version that was listed (IfMatch), so a
         source replaced mid-run is an error rather than silently different audio."""

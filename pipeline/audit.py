@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from pipeline.errors import EXIT_CONFIG, EXIT_STORAGE, ConfigError
+from pipeline.errors import EXIT_CONFIG, AudioverseError, ConfigError
 
 RUN, RELEASE = "run", "release"
 SUMMARY_FILE, MANIFEST_FILE = "summary.json", "manifest.json"
@@ -60,8 +59,11 @@ exit codes:
 """
 
 
-class AuditSQLError(Exception):
+class AuditSQLError(AudioverseError):
     """The --sql query failed in DuckDB (parse, bind or run)."""
+
+    exit_code = EXIT_CONFIG
+    kind = "SQL error"
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -373,30 +375,6 @@ def _audit(args) -> int:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    """The `audit` subcommand. User errors end in one line on stderr and an exit code:
-    2 for a config error or an SQL error, 3 for a storage error; bugs propagate."""
-    from model_serving.s3client import StorageError
-
-    try:
-        return _audit(args)
-    except AuditSQLError as exc:
-        print(f"audit: SQL error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ConfigError as exc:
-        print(f"audit: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except StorageError as exc:
-        print(f"audit: storage error: {exc}", file=sys.stderr)
-        return EXIT_STORAGE
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m pipeline.audit URI ...`, the same as `audioverse audit URI ...`."""
-    parser = argparse.ArgumentParser(prog="audioverse")
-    add_audit_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["audit", *(sys.argv[1:] if argv is None else argv)])
-    return run_audit(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    """The `audit` subcommand. User errors (AudioverseError: config, SQL, storage) reach the
+    CLI, which prints them in the one style of every command (pipeline/cli.py)."""
+    return _audit(args)

@@ -28,7 +28,7 @@ def check_endpoint(url: str, model: str, api_key: str | None) -> None:
             f"caption endpoint {url} does not answer ({exc}); start it (see "
             f"infra/captioner/README.md) or fix caption.endpoint.url, or set "
             f"caption.enabled=false to run without captions",
-            kind=exc.kind, retryable=False, status=exc.status) from exc
+            kind=exc.failure, retryable=False, status=exc.status) from exc
     if model not in served:
         raise EndpointError(f"caption endpoint {url} serves {served}, not '{model}'; set "
                             f"caption.endpoint.model to one of them", kind="model",

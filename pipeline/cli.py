@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 
 from pipeline import __version__
-from pipeline.errors import (EXIT_CONFIG, EXIT_ENDPOINT, EXIT_INTERNAL, EXIT_LOCKED, EXIT_MODEL,
-                             EXIT_STORAGE, ConfigError)
+from pipeline.errors import EXIT_INTERNAL, AudioverseError, ConfigError
 
 EPILOG = """exit codes:
   0  success
@@ -117,35 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("audioverse")
     from pipeline.signals import Interrupted, handled
 
+    global _json_out
+    # With --json, stdout carries exactly one JSON object: anything else printed meanwhile (Ray
+    # forwards worker and raylet lines to the driver's stdout) goes to stderr.
+    _json_out = sys.stdout
     try:
-        with handled():
+        with handled(), contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) \
+                else contextlib.nullcontext():
             return _run(args)
     except Interrupted as exc:
         hint = getattr(args, "resume_hint", None) or "nothing was published as complete"
         print(f"audioverse: interrupted by {exc.name}: {hint}", file=sys.stderr, flush=True)
         return exc.exit_code
-    except ConfigError as exc:
-        print(f"audioverse: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except Exception as exc:  # noqa: BLE001 - classified below; bugs keep their traceback
-        from model_serving.chat_client import EndpointError
-        from model_serving.registry import ModelError
-        from model_serving.s3client import StorageError
-        from pipeline.lock import LockHeld, LockLost
-
-        if isinstance(exc, (LockHeld, LockLost)):
-            print(f"audioverse: lock: {exc}", file=sys.stderr)
-            return EXIT_LOCKED
-        # Errors raised in Ray workers arrive here as themselves: the runner unwraps them.
-        if isinstance(exc, StorageError):
-            print(f"audioverse: storage error: {exc}", file=sys.stderr)
-            return EXIT_STORAGE
-        if isinstance(exc, ModelError):
-            print(f"audioverse: model error: {exc}", file=sys.stderr)
-            return EXIT_MODEL
-        if isinstance(exc, EndpointError):
-            print(f"audioverse: endpoint error: {exc}", file=sys.stderr)
-            return EXIT_ENDPOINT
+    except AudioverseError as exc:
+        # Every user-facing error, from any command, in one style. Errors raised in Ray
+        # workers arrive here as themselves: the Ray session unwraps them.
+        print(f"audioverse: {exc.kind}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - a bug: keep its traceback
         log.exception("internal error")
         print(f"audioverse: internal error: {type(exc).__name__}: {exc} (this is a bug; "
               f"the traceback is above)", file=sys.stderr)
@@ -178,7 +167,7 @@ def _release(args: argparse.Namespace) -> int:
     from pipeline.release import run_release
     from pipeline.release_summary import format_release
 
-    from pipeline.runner import new_run_id
+    from pipeline.ray_session import new_run_id
 
     cfg = load_config(args.config, args.overrides)
     setup_logging(cfg.run.log_level)
@@ -219,10 +208,10 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         plan = dry_run(cfg, full=args.full, reprocess=reprocess)
         _report(format_dry_run(plan), plan, args.json)
         return 0
-    from pipeline.runner import new_run_id
+    from pipeline.ray_session import new_run_id
 
     run_id = args.run_id or new_run_id()
-    args.resume_hint = (f"run {run_id} stopped before it committed; its finished waves are "
+    args.resume_hint = (f"run {run_id} stopped before it committed; its written partitions are "
                         f"saved and the lock is released; resume with: audioverse run "
                         f"{args.config} --run-id {run_id}")
     result = run_pipeline(cfg, run_id=run_id, config_path=args.config, full=args.full,
@@ -243,11 +232,14 @@ def _reasons(names: list[str]) -> frozenset[str]:
     return frozenset(names)
 
 
+_json_out = sys.stdout
+
+
 def _report(human: str, data: dict, as_json: bool) -> None:
     """The human summary on stdout; with --json, the JSON on stdout and the summary on stderr."""
     if as_json:
         print(human, file=sys.stderr)
-        print(json.dumps(data, sort_keys=True))
+        print(json.dumps(data, sort_keys=True), file=_json_out, flush=True)
     else:
         print(human)
 

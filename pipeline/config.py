@@ -226,7 +226,8 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
     _validate_release(cfg, source)
     from pipeline.dag import STAGES
 
-    names = [s.name for s in STAGES] + ["tokenize"]  # tokenize: the release's GPU stage
+    # load / write: the night's first and last stage; tokenize: the release's GPU stage.
+    names = ["load", *(s.name for s in STAGES), "write", "tokenize"]
     for k in cfg.ray.resources:
         if k not in names:
             raise ConfigError(f"{source}: unknown key 'ray.resources.{k}' (stages: "

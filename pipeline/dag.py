@@ -1,14 +1,20 @@
-"""Build the Ray Data DAG: listing -> decode -> VAD -> signal measures -> acoustic events -> ASR
-(several systems) -> agreement -> hallucination rules -> speaker embeddings, then, per recording,
-speaker clustering, then captions (which need the speaker count). The only module that knows
-Ray's scheduling knobs; each stage's resources come from `ray.resources.<stage>` in the config.
+"""Build the Ray Data DAG of a night: a partition's objects (from the frozen plan) -> decode ->
+VAD -> signal measures -> acoustic events -> ASR (several systems) -> agreement -> hallucination
+rules -> speaker embeddings -> speaker clustering per recording -> captions (which need the speaker
+count) -> the partition's files written by a worker. The only module that knows Ray's scheduling
+knobs; each stage's resources come from `ray.resources.<stage>` in the config.
 
-Row stages stream (`map_batches`); a recording stage (one that declares `group_key`) needs every
-row of a recording at once, so it runs as `groupby(...).map_groups(...)` after the segment audio
-has been dropped (the shuffle then moves only small rows)."""
+A partition (schemas/layout.py) is one block from start to end: every stage takes a whole block
+per call, and Ray Data neither splits nor merges blocks here (no target block size), so every
+segment of a recording is in the same block when the speakers are clustered, and the writer gets
+exactly one partition. There is no shuffle and no barrier: partitions stream through, the first
+is written while later ones are still decoded, and progress shows from the first minute.
+"""
 from __future__ import annotations
 
-import os
+import hashlib
+import pickle
+import warnings
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -21,33 +27,25 @@ from operators.decode import DecodeStage
 from operators.events import EventsStage
 from operators.hallucination import HallucinationStage
 from operators.measures import MeasuresStage
+from operators.partition_io import LoadPartitionStage, WritePartitionStage
 from operators.speakers import SpeakerClusterStage, SpeakerEmbedStage
 from operators.vad import VadSegmentStage
+from pipeline import __version__
 from schemas.config import PipelineConfig, StageResources
+from schemas.layout import Layout
 from schemas.tables import AUDIO_FIELD
-
-# The same CPU kernels on every machine: CTranslate2 (ASR), torch / oneDNN / MKL (speakers, the
-# codec) otherwise pick AVX-512 kernels where a CPU has them, and their last bits differ, which is
-# enough to flip a word of a transcript (seen: one LibriVox clip read "old supposed" or
-# "ill-disposed" by the instruction set alone). AVX2 is the level llama.cpp is built for too
-# (scripts/llama_build.sh), so a heterogeneous cluster and CI compute alike.
-REPRODUCIBLE_CPU_ENV = {"CT2_FORCE_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-                        "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
-# One thread per model worker: on a small machine the actors share the cores; on a cluster the
-# actor's CPU count is what the scheduler reserved.
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-              **REPRODUCIBLE_CPU_ENV}
 
 STAGES: tuple[type[Stage], ...] = (DecodeStage, VadSegmentStage, MeasuresStage, EventsStage,
                                    AsrStage, AgreementStage, HallucinationStage,
                                    SpeakerEmbedStage, SpeakerClusterStage, CaptionStage)
 
-_task_stages: dict[int, Stage] = {}
+_task_stages: dict[tuple, Stage] = {}
 
 
 def _run_task_stage(batch: pa.Table, stage_cls: type[Stage], kwargs: dict) -> pa.Table:
-    """Stateless stages run as tasks; keep one instance per worker process across batches."""
-    key = id(stage_cls)
+    """Stateless stages run as tasks; keep one instance per worker process across batches (per
+    stage and arguments: a worker serves later runs too, with their own run id and config)."""
+    key = (stage_cls.__qualname__, hashlib.sha1(pickle.dumps(kwargs)).hexdigest())
     if key not in _task_stages:
         _task_stages[key] = stage_cls(**kwargs)
     return _task_stages[key](batch)
@@ -103,108 +101,63 @@ def cpu_claims(cfg: PipelineConfig) -> tuple[float, float]:
     return actors, tasks
 
 
-def apply_stage(ds, stage_cls: type[Stage], kwargs: dict, res: StageResources):
+def apply_stage(ds, stage_cls: type[Stage], kwargs: dict, res: StageResources,
+                whole_blocks: bool = True):
+    """`ds` through one stage. `whole_blocks`: one block per call (a night's partitions);
+    otherwise batches of `res.batch_size` rows (the release's tokenizer)."""
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
-    if getattr(stage_cls, "group_key", None):
-        return ds.groupby(stage_cls.group_key).map_groups(
-            _run_task_stage, fn_kwargs={"stage_cls": stage_cls, "kwargs": kwargs},
-            batch_format="pyarrow", num_cpus=res.num_cpus)
-    common = dict(batch_format="pyarrow", batch_size=res.batch_size, num_cpus=res.num_cpus,
-                  zero_copy_batch=True)
+    common = dict(batch_format="pyarrow", batch_size=None if whole_blocks else res.batch_size,
+                  num_cpus=res.num_cpus, zero_copy_batch=True)
     if res.num_gpus:
         common["num_gpus"] = res.num_gpus
+    if res.resources:
+        common["resources"] = dict(res.resources)
     if stage_cls.uses_model:
         # max_restarts=0: Ray Data passes every actor its constructor arguments by reference,
         # and Ray restarts such actors unreliably (ray-project/ray#53727: the arguments may be
         # gone by then; Ray logs an ERROR line at every run saying so). A worker that dies
-        # fails the execution instead, and the runner runs the unfinished work again
-        # (`run_with_worker_retries`).
-        return ds.map_batches(stage_cls, fn_constructor_kwargs=kwargs,
-                              compute=ActorPoolStrategy(size=res.concurrency), max_restarts=0,
-                              **common)
+        # fails the execution instead, and the runner runs what is not done again
+        # (pipeline/ray_session.py `run_with_worker_retries`).
+        with warnings.catch_warnings():
+            # Ray 2.60 marks **ray_remote_args (max_restarts here) deprecated for 2.64 with no
+            # named replacement yet; Ray is pinned, and an upgrade will meet this line.
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            return ds.map_batches(stage_cls, fn_constructor_kwargs=kwargs,
+                                  compute=ActorPoolStrategy(size=res.concurrency),
+                                  max_restarts=0, **common)
     return ds.map_batches(_run_task_stage, fn_kwargs={"stage_cls": stage_cls, "kwargs": kwargs},
                           compute=TaskPoolStrategy(size=res.concurrency), **common)
 
 
-def build_dataset(listing: pa.Table, cfg: PipelineConfig, storage,
-                  caption: CaptionEndpoint | None = None):
-    """The streaming dataset of result rows (segments and rejects), without audio."""
+def build_dataset(partitions: list[str], cfg: PipelineConfig, *, run_id: str,
+                  fingerprints: dict[str, str], caption: CaptionEndpoint | None = None,
+                  middle: list[tuple[type[Stage], dict]] | None = None):
+    """The streaming dataset of a night over `partitions` (ids of the frozen plan): one row of
+    stats per partition written. `middle`: the stages between loading and writing (default:
+    every annotation stage; the scale benchmark replays rows instead)."""
     import ray
 
-    # Several small blocks so the decode tasks run in parallel from the start.
-    per_block = max(1, listing.num_rows // 1000)
-    blocks = [listing.slice(i, per_block) for i in range(0, listing.num_rows, per_block)]
-    ds = ray.data.from_arrow(blocks)
-    audio_dropped = False
-    for stage_cls, kwargs in stage_plan(cfg, storage, caption):
-        if getattr(stage_cls, "group_key", None) and not audio_dropped:
-            ds, audio_dropped = ds.drop_columns([AUDIO_FIELD.name]), True
+    from pipeline.fingerprint import stage_order
+
+    # A partition stays one block from the loader to the writer (see the module docstring).
+    ray.data.DataContext.get_current().target_max_block_size = None
+    layout = Layout(cfg.output.uri)
+    ds = ray.data.from_arrow([pa.table({"partition": [p],
+                                        "plan_uri": [layout.plan_part(run_id, p)]})
+                              for p in partitions])
+    # Workers get the config's storage section, not resolved keys: they read the AWS_*
+    # variables of their own environment (a mounted secret on a cluster), so credentials never
+    # travel inside task arguments.
+    stages = [(LoadPartitionStage, {"storage": cfg.storage})]
+    stages += middle if middle is not None else stage_plan(cfg, cfg.storage, caption)
+    stages += [(WritePartitionStage, {
+        "storage": cfg.storage, "output_uri": cfg.output.uri, "run_id": run_id,
+        "version": __version__, "stage_order": stage_order(),
+        "fingerprints": fingerprints})]
+    for stage_cls, kwargs in stages:
         ds = apply_stage(ds, stage_cls, kwargs, stage_resources(cfg, stage_cls))
-    return ds if audio_dropped else ds.drop_columns([AUDIO_FIELD.name])
-
-
-def init_ray(cfg: PipelineConfig) -> bool:
-    """Start (or join) Ray. Returns True if this call started it, so the caller shuts it down."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    address = cfg.ray.address
-    if address is None:
-        # A driver that `ray job submit` started finds its cluster in RAY_ADDRESS; otherwise
-        # "local" starts a private runtime, never silently joining a `ray start` cluster that
-        # happens to run on this machine.
-        address = os.environ.get("RAY_ADDRESS") or "local"
-    kwargs = dict(
-        address=address,
-        ignore_reinit_error=True,
-        log_to_driver=True,
-        runtime_env={"env_vars": WORKER_ENV},
-    )
-    if address == "local":
-        kwargs.update(num_cpus=cfg.ray.num_cpus, include_dashboard=False,
-                      object_store_memory=cfg.ray.object_store_mb * 1024 * 1024,
-                      _node_ip_address="127.0.0.1")
-    ray.init(**kwargs)
-    from pipeline.signals import after_ray_init
-
-    after_ray_init()
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = cfg.ray.progress_bars
-    ctx.print_on_execution_start = False
-    return True
-
-
-# A Ray worker process that died (killed, out of memory, its node gone): not the data's fault,
-# so the work it had is run again. Anything else a stage raises is a bug or a user error.
-WORKER_DEATHS = ("ActorDiedError", "ActorUnavailableError", "WorkerCrashedError",
-                 "NodeDiedError", "ObjectLostError", "OwnerDiedError",
-                 "ObjectReconstructionFailedError")
-
-
-def worker_died(exc: BaseException) -> bool:
-    """Whether `exc` (or its chain) says a Ray worker process or node died."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if type(exc).__name__ in WORKER_DEATHS:
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def run_with_worker_retries(fn, attempts: int, what: str):
-    """`fn()`, again (up to `attempts` times in all) when a Ray worker died under it."""
-    from operators.logs import stage_logger
-
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - only worker deaths are retried
-            if attempt == attempts or not worker_died(exc):
-                raise
-            stage_logger("driver").warning(
-                "a Ray worker died during %s (%s: %s); running it again (attempt %d of %d)",
-                what, type(exc).__name__, str(exc).splitlines()[0][:200], attempt + 1, attempts)
+        if stage_cls is SpeakerEmbedStage:
+            # No stage after this one needs the segment audio: do not carry it further.
+            ds = ds.drop_columns([AUDIO_FIELD.name])
+    return ds

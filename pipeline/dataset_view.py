@@ -14,7 +14,6 @@ runs (DESIGN.md section 2: selection is over a dataset, not a night).
 from __future__ import annotations
 
 import io
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,8 +24,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from operators.storage import ObjectStore
+from pipeline.runs import committed_summaries
+from schemas.layout import Layout
 from pipeline.errors import ConfigError
-from pipeline.publish import SUMMARY
 from schemas.config import PipelineConfig
 from schemas.tables import ANNOTATIONS_SCHEMA
 
@@ -64,15 +64,7 @@ class DatasetView:
 
 def committed_runs(store: ObjectStore, output_uri: str) -> list[dict]:
     """Summaries of committed runs, oldest first."""
-    root = f"{output_uri.rstrip('/')}/runs/"
-    summaries = []
-    for obj in store.list(root):
-        if obj.key.endswith("/" + SUMMARY):
-            summary = json.loads(store.get(obj.uri))
-            summary["_prefix"] = obj.uri[: -len(SUMMARY)]
-            summaries.append(summary)
-    summaries.sort(key=lambda s: (s.get("finished_at") or "", s["run_id"]))
-    return summaries
+    return committed_summaries(store, Layout(output_uri))
 
 
 def _read_annotations(store: ObjectStore, summary: dict) -> pa.Table:
@@ -111,9 +103,10 @@ def build_view(store: ObjectStore, cfg: PipelineConfig) -> DatasetView:
             owner[rid] = i
             source[rid] = (uri, etag)
     superseded = sum(1 for n in runs_per_recording.values() if n > 1)
-    from pipeline.ledger import excluded_sources, read_ledger, read_takedowns
+    from pipeline.ledger import read_takedowns, sources_in_state
 
-    taken_down = excluded_sources(read_ledger(store, runs)) | read_takedowns(store, cfg.input)
+    taken_down = sources_in_state(store, Layout(cfg.output.uri), "takedown",
+                                  cfg.run.ledger_buckets) | read_takedowns(store, cfg.input)
     listed_ids = {rid for rid, src in source.items() if src in live}
     live_ids = {rid for rid in listed_ids if source[rid][0] not in taken_down}
     parts = []

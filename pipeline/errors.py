@@ -1,20 +1,16 @@
-"""Exit codes a scheduler can act on, and the user-facing errors that map to them."""
+"""Exit codes and user-facing errors (defined in schemas/errors.py, re-exported for the pipeline),
+and finding a user-facing error inside what Ray hands back."""
 from __future__ import annotations
 
 import re
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1        # a bug: the traceback is in the log
-EXIT_CONFIG = 2          # bad config file, key, value or command line
-EXIT_STORAGE = 3         # S3 unreachable, bad credentials, missing bucket, or a write that failed
-EXIT_TOO_MANY_FAILED = 4 # the run completed, but more inputs were rejected than allowed
-EXIT_MODEL = 5           # a model is missing or corrupt
-EXIT_ENDPOINT = 6        # a model endpoint (the captioner) is unreachable or died mid-run
-EXIT_LOCKED = 7          # another run holds the dataset's lock (or took it over from this one)
+from schemas.errors import (EXIT_CONFIG, EXIT_ENDPOINT, EXIT_INTERNAL, EXIT_LOCKED,
+                            EXIT_MODEL, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_STORAGE,
+                            EXIT_TOO_MANY_FAILED, AudioverseError, ConfigError)
 
-
-class ConfigError(Exception):
-    """A config file, key, value or command-line argument is wrong; the message says which."""
+__all__ = ["EXIT_CONFIG", "EXIT_ENDPOINT", "EXIT_INTERNAL", "EXIT_LOCKED", "EXIT_MODEL", "EXIT_OK",
+           "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_STORAGE", "EXIT_TOO_MANY_FAILED",
+           "AudioverseError", "ConfigError", "find_cause"]
 
 
 def find_cause(exc: BaseException, kinds: tuple[type, ...]) -> BaseException | None:

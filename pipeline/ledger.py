@@ -1,12 +1,18 @@
-"""The ledger: which source objects (key + ETag/version) each committed run dealt with, and how.
+"""The ledger: which source objects (key + ETag/version) the dataset's committed runs dealt with,
+and how; kept as a compacted snapshot, partitioned by a hash of the source URI.
 
-Every committed run writes `runs/<run_id>/ledger/part-00000.parquet` (LEDGER_SCHEMA) before its
-summary.json, and lists it there; so the ledger is exactly the union over committed runs, and a
-run that died wrote nothing that counts. The state of a source is its row in the latest committed
-run that names it:
+Every run writes its ledger rows next to its tables (`runs/<run_id>/ledger/`: one file per
+partition, written by the worker that wrote the partition, plus the marks of planning) and lists
+them in its summary.json, so what a run that died wrote never counts. After the run commits, one
+task per bucket merges the run's rows of that bucket into the snapshot (schemas/layout.py:
+`ledger/v<version>/bucket-<b>.parquet`, `ledger/current.json`): the latest row of every source.
+Planning joins the listing with the snapshot bucket by bucket in tasks (pipeline/plan.py);
+`status` reads the counts stored in current.json. The state of a source is its latest row:
 
 - annotated / rejected: processed at that ETag. A later night skips it while the ETag stays the
-  same; a changed ETag (or version id) is processed again. A `read_error` reject is retried.
+  same; a changed ETag (or version id) is processed again. A `read_error` reject is retried, and
+  so is a reject or drop whose settings changed since (pipeline/fingerprint.py) or whose reason
+  was named with `--reprocess`.
 - deleted: the object left the input prefix after it was processed.
 - takedown: the source is in the takedown list (`input.takedown_uri`); it is not processed, and
   releases leave it out.
@@ -15,63 +21,45 @@ run that names it:
 """
 from __future__ import annotations
 
-import io
+import json
 import logging
+import re
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
+from operators.parquet_io import read_parquet, write_parquet
 from operators.storage import ObjectStore, split_uri
 from pipeline.errors import ConfigError
+from pipeline.ray_session import TASK_CPUS
 from schemas import reasons
-from schemas.config import InputConfig
-from schemas.tables import LEDGER_SCHEMA
+from schemas.config import InputConfig, StorageConfig
+from schemas.layout import Layout
+from schemas.tables import LEDGER_SCHEMA, LEDGER_STATES
 
 log = logging.getLogger("audioverse.ledger")
 
-LEDGER_FILE = "ledger/part-00000.parquet"
 RETRIED_REJECTS = frozenset({reasons.READ_ERROR})  # storage trouble, not the object's fault
 
 
-def read_ledger(store: ObjectStore, summaries: list[dict]) -> pa.Table:
-    """Every committed run's ledger rows, oldest run first (`summaries` as committed_runs)."""
-    tables = []
-    for summary in summaries:
-        files = summary.get("files", {})
-        if "ledger" not in files:
-            tables.append(_from_tables(store, summary))  # a run from before the ledger
-        for entry in files.get("ledger", []):
-            data = store.get(summary["_prefix"] + entry["path"])
-            tables.append(conform_ledger(pq.read_table(io.BytesIO(data))))
-    return pa.concat_tables(tables) if tables else LEDGER_SCHEMA.empty_table()
-
-
 def conform_ledger(table: pa.Table) -> pa.Table:
-    """A ledger part in today's schema: columns added since it was written read as null."""
+    """Ledger rows in today's schema: columns added since they were written read as null."""
     return pa.Table.from_arrays(
         [table.column(f.name).cast(f.type) if f.name in table.column_names
          else pa.nulls(table.num_rows, f.type) for f in LEDGER_SCHEMA], schema=LEDGER_SCHEMA)
 
 
-def _from_tables(store: ObjectStore, summary: dict) -> pa.Table:
-    """Ledger rows of a run committed before runs wrote a ledger, from its annotations and
-    rejects (the source columns only), so upgrading does not reprocess the whole bucket."""
-    cols = ["source_uri", "source_etag", "source_version_id", "recording_id"]
-    parts = {}
-    for name in ("annotations", "rejects"):
-        tables = [pq.read_table(io.BytesIO(store.get(summary["_prefix"] + e["path"])),
-                                columns=cols + (["reason"] if name == "rejects" else []))
-                  for e in summary.get("files", {}).get(name, [])]
-        parts[name] = pa.concat_tables(tables) if tables else None
-    empty = pa.schema([LEDGER_SCHEMA.field(c) for c in cols]).empty_table()
-    rejects = parts["rejects"] or empty.append_column("reason", pa.array([], pa.string()))
-    rows = [{**r, "state": "annotated", "reason": None}
-            for r in (parts["annotations"] or empty).to_pylist()]
-    rows += [{**r, "state": "rejected"} for r in rejects.to_pylist()]
-    unique = {r["recording_id"]: r for r in rows}
-    return pa.Table.from_pylist([{"run_id": summary["run_id"], **r} for r in unique.values()],
-                                schema=LEDGER_SCHEMA)
+def latest_rows(tables: list[pa.Table]) -> pa.Table:
+    """The latest row of every source over `tables`, given oldest first (within a table, the
+    later row wins), sorted by source URI: merging a run into the snapshot is this."""
+    parts = [conform_ledger(t) for t in tables if t.num_rows]
+    if not parts:
+        return LEDGER_SCHEMA.empty_table()
+    table = pa.concat_tables(parts)
+    ordered = table.append_column("_order", pa.array(range(table.num_rows), pa.int64()))
+    newest = ordered.group_by("source_uri").aggregate([("_order", "max")]).column("_order_max")
+    return table.take(newest).sort_by([("source_uri", "ascending")])
 
 
 def latest_states(ledger: pa.Table) -> dict[str, dict]:
@@ -188,60 +176,135 @@ def plan_run(listing: pa.Table, states: dict[str, dict], takedowns: set[str], in
     return RunPlan(todo, marks, counts)
 
 
-def ledger_rows(run_id: str, annotations: pa.Table, rejects: pa.Table, marks: list[dict],
-                fingerprints: dict[str, str] | None = None) -> pa.Table:
-    """The ledger part of a run: every processed source once, with the stage that decided its
-    outcome and that stage's settings fingerprint, plus the marks."""
-    from pipeline import __version__
-    from pipeline.fingerprint import stage_order
+# --- the compacted snapshot ------------------------------------------------------------------
+@dataclass
+class Snapshot:
+    """`ledger/current.json`: the snapshot's version (0: none yet), its bucket count (fixed for
+    the dataset once written), the runs merged into it and its counts by state."""
 
-    order = stage_order()
-    first_stage, last_stage = min(order, key=order.get), max(order, key=order.get)
-    fingerprints = fingerprints or {}
-    rows = []
-    seen: dict[str, dict] = {}
-    for row in annotations.select(["source_uri", "source_etag", "source_version_id",
-                                   "recording_id", "drop_stage", "drop_reason"]).to_pylist():
-        entry = seen.get(row["recording_id"])
-        if entry is None:
-            entry = seen[row["recording_id"]] = {
-                k: row[k] for k in ("source_uri", "source_etag", "source_version_id",
-                                    "recording_id")}
-            entry.update(state="annotated", reason=None, drop_reasons=[], settings_stage=None)
-            rows.append(entry)
-        if row["drop_reason"] is not None:
-            if row["drop_reason"] not in entry["drop_reasons"]:
-                entry["drop_reasons"].append(row["drop_reason"])
-            stage = row["drop_stage"] if row["drop_stage"] in order else last_stage
-            if entry["settings_stage"] is None or order[stage] > order[entry["settings_stage"]]:
-                entry["settings_stage"] = stage
-    for entry in rows:
-        entry["drop_reasons"].sort()
-        entry["settings_stage"] = entry["settings_stage"] or last_stage
-    for row in rejects.select(["source_uri", "source_etag", "source_version_id",
-                               "recording_id", "reason", "stage"]).to_pylist():
-        stage = row.pop("stage")
-        rows.append({**row, "state": "rejected",
-                     "settings_stage": stage if stage in order else first_stage})
-    for entry in rows:
-        entry["settings_fingerprint"] = fingerprints.get(entry["settings_stage"])
-        entry["pipeline_version"] = __version__
-    rows += [{k: m.get(k) for k in ("source_uri", "source_etag", "source_version_id",
-                                    "recording_id", "state", "reason")} for m in marks]
-    table = pa.Table.from_pylist([{"run_id": run_id, **r} for r in rows], schema=LEDGER_SCHEMA)
-    return table.sort_by([("source_uri", "ascending")])
+    version: int = 0
+    buckets: int = 16
+    merged_runs: list[str] = field(default_factory=list)
+    counts: dict = field(default_factory=lambda: {s: 0 for s in LEDGER_STATES})
+
+    def as_dict(self) -> dict:
+        return {"version": self.version, "buckets": self.buckets,
+                "merged_runs": self.merged_runs, "counts": self.counts}
 
 
-def excluded_sources(ledger: pa.Table) -> set[str]:
-    """Sources whose latest state is takedown: a release leaves them out."""
-    states = latest_states(ledger)
-    return {uri for uri, row in states.items() if row["state"] == "takedown"}
+def read_snapshot(store: ObjectStore, layout: Layout, default_buckets: int) -> Snapshot:
+    got = store.get_versioned(layout.ledger_current)
+    if got is None:
+        return Snapshot(buckets=default_buckets)
+    data = json.loads(got[0])
+    return Snapshot(version=data["version"], buckets=data["buckets"],
+                    merged_runs=list(data.get("merged_runs", [])),
+                    counts=data.get("counts", {}))
 
 
-def state_counts(ledger: pa.Table) -> dict[str, int]:
-    """How many sources are in each state now (the latest row of each)."""
-    states = latest_states(ledger)
-    counts = {s: 0 for s in ("annotated", "rejected", "deleted", "takedown")}
-    for row in states.values():
-        counts[row["state"]] += 1
-    return counts
+def read_bucket(store: ObjectStore, layout: Layout, snapshot: Snapshot, bucket: int) -> pa.Table:
+    """The snapshot's rows of one bucket (none before the first merge)."""
+    if snapshot.version == 0:
+        return LEDGER_SCHEMA.empty_table()
+    return conform_ledger(read_parquet(store, layout.ledger_bucket(snapshot.version, bucket)))
+
+
+def sources_in_state(store: ObjectStore, layout: Layout, state: str,
+                     default_buckets: int = 16) -> set[str]:
+    """Source URIs whose latest state is `state` (e.g. takedown: a release leaves them out).
+    Reads only the state and URI columns; meant for the rare states."""
+    snapshot = read_snapshot(store, layout, default_buckets)
+    out: set[str] = set()
+    for bucket in range(snapshot.buckets if snapshot.version else 0):
+        table = read_parquet(store, layout.ledger_bucket(snapshot.version, bucket),
+                             columns=["source_uri", "state"])
+        out |= set(table.filter(pc.equal(table.column("state"), state))
+                   .column("source_uri").to_pylist())
+    return out
+
+
+def merge_bucket(storage: StorageConfig, layout: Layout, snapshot: Snapshot, bucket: int,
+                 inputs: list[dict], version: int) -> dict[str, int]:
+    """One bucket of the next snapshot version: the current bucket, then the rows of `inputs`
+    (ledger files of runs, oldest run first) that fall in this bucket. Returns its counts by
+    state. Runs in a Ray task (storage: the config's section; keys come from the worker's own
+    environment, never inside task arguments)."""
+    from schemas.layout import source_bucket
+
+    store = ObjectStore(storage, reached=True)
+    tables = [read_bucket(store, layout, snapshot, bucket)]
+    for entry in inputs:
+        if entry["kind"] == "ledger":
+            table = conform_ledger(read_parquet(store, entry["uri"]))
+        else:  # a run from before the ledger: its annotations and rejects say what it did
+            table = _pre_ledger_rows(store, entry)
+        if entry.get("mixed_buckets"):
+            keep = [source_bucket(u, snapshot.buckets) == bucket
+                    for u in table.column("source_uri").to_pylist()]
+            table = table.filter(pa.array(keep, pa.bool_()))
+        tables.append(table)
+    merged = latest_rows(tables)
+    write_parquet(store, layout.ledger_bucket(version, bucket), merged, LEDGER_SCHEMA, "ledger")
+    return {s: int(pc.sum(pc.equal(merged.column("state"), s)).as_py() or 0)
+            for s in LEDGER_STATES}
+
+
+def _pre_ledger_rows(store: ObjectStore, entry: dict) -> pa.Table:
+    """Ledger rows of a run committed before runs wrote a ledger, from its annotations or
+    rejects file (the source columns only), so upgrading does not reprocess the whole bucket."""
+    cols = ["source_uri", "source_etag", "source_version_id", "recording_id"]
+    table = read_parquet(store, entry["uri"],
+                         columns=cols + (["reason"] if entry["kind"] == "rejects" else []))
+    state = "annotated" if entry["kind"] == "annotations" else "rejected"
+    rows = {r["recording_id"]: {**r, "state": state, "run_id": entry["run_id"]}
+            for r in table.to_pylist()}
+    return pa.Table.from_pylist(list(rows.values()), schema=LEDGER_SCHEMA)
+
+
+# A run's ledger files: one per partition, and the marks of planning; both in one bucket. A
+# run from before the snapshot wrote one file of every bucket (ledger/part-00000.parquet).
+_BUCKETED = re.compile(r"^ledger/(?:part-(\d{4})-\d{5}|marks-(\d{4}))\.parquet$")
+
+
+def merge_runs(store: ObjectStore, storage: StorageConfig, layout: Layout, snapshot: Snapshot,
+               summaries: list[dict]) -> Snapshot:
+    """The next snapshot version: committed runs (oldest first) merged in, one Ray task per
+    bucket; `ledger/current.json` is written last (the commit of the merge). Returns it."""
+    if not summaries:
+        return snapshot
+    import ray
+
+    inputs: dict[int, list[dict]] = {b: [] for b in range(snapshot.buckets)}
+    for summary in summaries:
+        files, run_id, prefix = summary.get("files", {}), summary["run_id"], summary["_prefix"]
+        if "ledger" not in files:  # a run from before the ledger: read its tables
+            entries = [{"uri": prefix + e["path"], "kind": kind, "run_id": run_id,
+                        "mixed_buckets": True}
+                       for kind in ("annotations", "rejects") for e in files.get(kind, [])]
+            for bucket in inputs:
+                inputs[bucket] += entries
+            continue
+        for e in files["ledger"]:
+            entry = {"uri": prefix + e["path"], "kind": "ledger", "run_id": run_id}
+            match = _BUCKETED.match(e["path"])
+            if match:
+                inputs[int(match.group(1) or match.group(2))].append(entry)
+            else:
+                for bucket in inputs:
+                    inputs[bucket].append({**entry, "mixed_buckets": True})
+    version = snapshot.version + 1
+    task = ray.remote(num_cpus=TASK_CPUS, max_retries=3)(merge_bucket)
+    per_bucket = ray.get([task.remote(storage, layout, snapshot, b, inputs[b], version)
+                          for b in range(snapshot.buckets)])
+    counts = {s: sum(c[s] for c in per_bucket) for s in LEDGER_STATES}
+    merged = Snapshot(version=version, buckets=snapshot.buckets,
+                      merged_runs=snapshot.merged_runs + [s["run_id"] for s in summaries],
+                      counts=counts)
+    store.put(layout.ledger_current, json.dumps(merged.as_dict(), indent=1).encode(),
+              "application/json")
+    if snapshot.version > 1:  # nobody reads the version before the previous one any more
+        store.delete_prefix(layout.ledger_version(snapshot.version - 1))
+    log.info("ledger snapshot v%d: %d runs merged (%s); %s", version, len(summaries),
+             ", ".join(s["run_id"] for s in summaries),
+             ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return merged

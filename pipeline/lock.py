@@ -19,22 +19,29 @@ import uuid
 from datetime import datetime, timezone
 
 from operators.storage import ConflictError, ObjectStore
+from schemas.errors import EXIT_LOCKED, AudioverseError
+from schemas.layout import Layout
 
 log = logging.getLogger("audioverse.lock")
 
-LOCK_KEY = "_lock/run.json"
 
 
-class LockHeld(Exception):
+class LockHeld(AudioverseError):
     """Another live run holds the dataset's lock."""
 
+    exit_code = EXIT_LOCKED
+    kind = "lock"
 
-class LockLost(Exception):
+
+class LockLost(AudioverseError):
     """Our lock was taken over by another run (our heartbeat stalled past the ttl)."""
+
+    exit_code = EXIT_LOCKED
+    kind = "lock"
 
 
 def lock_uri(output_uri: str) -> str:
-    return f"{output_uri.rstrip('/')}/{LOCK_KEY}"
+    return Layout(output_uri).lock
 
 
 def _iso(t: float) -> str:

@@ -9,7 +9,6 @@ simply written again by a retry with the same id.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
@@ -18,20 +17,21 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from model_serving.registry import ModelRegistry
 from model_serving.s3client import resolve_storage
+from operators.parquet_io import parquet_bytes
 from operators.selection import select
 from operators.storage import ObjectStore
 from operators.tokenize import TokenizeStage
 from pipeline import __version__
 from pipeline.dataset_view import build_view
-from pipeline.runner import _unwrapped, new_run_id, _now
+from pipeline.ray_session import new_run_id, now, ray_session, run_with_worker_retries, stream
 from pipeline.shards import read_code_cache, write_code_cache, write_split_shards
 from schemas.config import PipelineConfig
 from schemas.release import (MANIFEST, RELEASE_FORMAT, SELECTION_SCHEMA, SHARD_SCHEMA, SPLITS)
-from schemas.tables import PIPELINE_RATE_HZ, with_metadata
+from schemas.layout import Layout
+from schemas.tables import PIPELINE_RATE_HZ
 
 log = logging.getLogger("audioverse.release")
 
@@ -50,7 +50,7 @@ class ReleaseResult:
 
 
 def release_prefix(output_uri: str, release_id: str) -> str:
-    return f"{output_uri.rstrip('/')}/releases/{release_id}/"
+    return Layout(output_uri).release(release_id)
 
 
 def read_manifest(store: ObjectStore, prefix: str) -> dict | None:
@@ -61,7 +61,7 @@ def read_manifest(store: ObjectStore, prefix: str) -> dict | None:
 def run_release(cfg: PipelineConfig, release_id: str | None = None,
                 config_path: str = "") -> ReleaseResult:
     t0 = time.monotonic()
-    started_at = _now()
+    started_at = now()
     store = ObjectStore(resolve_storage(cfg.storage))
     release_id = release_id or "r" + new_run_id()
     prefix = release_prefix(cfg.output.uri, release_id)
@@ -125,7 +125,7 @@ def run_release(cfg: PipelineConfig, release_id: str | None = None,
     manifest = {
         "format": RELEASE_FORMAT,
         "release_id": release_id,
-        "created_at": _now(),
+        "created_at": now(),
         "started_at": started_at,
         "wall_s": round(time.monotonic() - t0, 2),
         "code_version": f"audioverse {__version__}",
@@ -157,7 +157,7 @@ def run_release(cfg: PipelineConfig, release_id: str | None = None,
 
 def _tokenize(todo: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str, str]]:
     """Run the tokenize stage over `todo` with Ray Data; returns (codes rows, failures)."""
-    from pipeline.dag import apply_stage, init_ray, run_with_worker_retries, stage_resources
+    from pipeline.dag import apply_stage, stage_resources
 
     import ray
 
@@ -167,29 +167,26 @@ def _tokenize(todo: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str, 
     res = stage_resources(cfg, TokenizeStage)
     per_block = max(1, res.batch_size)
     blocks = [todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)]
-    started = init_ray(cfg)
-    try:
-        kwargs = {"cfg": cfg.release.tokenizer, "models": dict(cfg.models),
-                  "model_cache_dir": cfg.model_cache_dir, "storage": cfg.storage,
-                  "decode_cfg": cfg.decode}
+    kwargs = {"cfg": cfg.release.tokenizer, "models": dict(cfg.models),
+              "model_cache_dir": cfg.model_cache_dir, "storage": cfg.storage,
+              "decode_cfg": cfg.decode}
 
-        def execute() -> list[pa.Table]:
-            ds = apply_stage(ray.data.from_arrow(blocks), TokenizeStage, kwargs, res)
-            out, done, t0 = [], 0, time.monotonic()
-            last = t0
-            for batch in _unwrapped(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
-                out.append(batch)
-                done += batch.num_rows
-                now = time.monotonic()
-                if now - last >= cfg.run.progress_interval_s or done == todo.num_rows:
-                    log.info("tokenized %d/%d segments, %.0fs", done, todo.num_rows, now - t0)
-                    last = now
-            return out
+    def execute() -> list[pa.Table]:
+        ds = apply_stage(ray.data.from_arrow(blocks), TokenizeStage, kwargs, res,
+                         whole_blocks=False)
+        out, done, t0 = [], 0, time.monotonic()
+        last = t0
+        for batch in stream(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
+            out.append(batch)
+            done += batch.num_rows
+            tick = time.monotonic()
+            if tick - last >= cfg.run.progress_interval_s or done == todo.num_rows:
+                log.info("tokenized %d/%d segments, %.0fs", done, todo.num_rows, tick - t0)
+                last = tick
+        return out
 
+    with ray_session(cfg):
         out = run_with_worker_retries(execute, cfg.run.worker_failure_attempts, "tokenization")
-    finally:
-        if started:
-            ray.shutdown()
     table = pa.concat_tables(out)
     errors = table.column("tokenize_error")
     failed = {sid: err for sid, err in zip(table.column("segment_id").to_pylist(),
@@ -233,11 +230,7 @@ def _selection_parquet(frame: pd.DataFrame) -> bytes:
         values = frame[f.name].tolist() if f.name in frame else [None] * len(frame)
         data[f.name] = pa.array([None if (isinstance(v, float) and v != v) or v is pd.NA
                                  else v for v in values], f.type)
-    table = pa.table(data, schema=SELECTION_SCHEMA)
-    table = table.replace_schema_metadata(with_metadata(SELECTION_SCHEMA, "selection").metadata)
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()
+    return parquet_bytes(pa.table(data, schema=SELECTION_SCHEMA), SELECTION_SCHEMA, "selection")
 
 
 def _codec_info(resolved) -> dict:

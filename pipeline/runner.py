@@ -1,49 +1,45 @@
-"""One run, start to finish: preflight, list, stream the DAG, publish, summarise.
+"""One night, start to finish: preflight, lock, plan (or the frozen plan of a resumed run), one
+streaming execution that ends in workers writing the partitions, commit, ledger merge.
 
-Preflight happens before Ray starts, so a wrong endpoint, bad keys, a missing bucket or a missing
-model fail in seconds with one line. A run id whose summary.json exists is already committed and
-is not run again; leftovers of a dead attempt with the same id are removed before writing.
+The driver plans, schedules and commits; it holds no row of any table. What it keeps grows with
+the number of output files only (one small record each, for summary.json). Preflight happens
+before Ray starts, so a wrong endpoint, bad keys, a missing bucket or a missing model fail in
+seconds with one line. A run id whose summary.json exists is already committed and is not run
+again; a run id with a frozen plan resumes: its finished partitions are skipped.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
-from datetime import datetime, timezone
+from concurrent.futures import ThreadPoolExecutor
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from model_serving.chat_client import EndpointError
-from model_serving.registry import ModelError, ModelRegistry
-from model_serving.s3client import StorageError, resolve_storage
+from model_serving.registry import ModelRegistry
+from model_serving.s3client import resolve_storage
+from operators.logs import set_run_id, stage_logger
+from operators.parquet_io import write_parquet
 from operators.storage import ObjectStore
 from pipeline.caption_service import caption_service, check_configured_endpoint
 from pipeline.config import model_roles
-from pipeline.dag import build_dataset, init_ray, run_with_worker_retries
-from pipeline.dataset_view import committed_runs
-from pipeline.errors import EXIT_OK, EXIT_TOO_MANY_FAILED, find_cause
+from pipeline.dag import build_dataset
+from pipeline.errors import EXIT_OK, EXIT_TOO_MANY_FAILED
 from pipeline.fingerprint import stage_fingerprints
-from pipeline.ledger import (LEDGER_FILE, latest_states, ledger_rows, plan_run, read_ledger,
-                             read_takedowns)
-from pipeline.listing import list_inputs
+from pipeline.ledger import Snapshot, merge_runs, read_snapshot, read_takedowns
 from pipeline.lock import RunLock
-from operators.logs import set_run_id, stage_logger
-from pipeline.publish import (read_summary, run_prefix, split_results, write_summary,
-                              write_table, write_parquet)
-from pipeline.staging import Staging, clean_dead_runs
-from pipeline.summary import build_summary, planned_text
+from pipeline.plan import load_plan, make_plan, save_plan
+from pipeline.ray_session import (Progress, new_run_id, now, ray_session, run_with_worker_retries,
+                                  stream)
+from pipeline.runs import committed_summaries, read_summary
+from pipeline.staging import (clean_dead_runs, clear, done_partitions, read_marker,
+                              write_progress)
+from pipeline.summary import RunTotals, build_summary, planned_text
 from schemas.config import PipelineConfig
+from schemas.layout import RUN_TABLES, Layout
 from schemas.tables import ANNOTATIONS_SCHEMA, LEDGER_SCHEMA, REJECTS_SCHEMA
 
 log = stage_logger("driver")
-
-
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+EMPTY_SCHEMAS = {"annotations": ANNOTATIONS_SCHEMA, "rejects": REJECTS_SCHEMA,
+                 "ledger": LEDGER_SCHEMA}
 
 
 class RunResult:
@@ -70,203 +66,220 @@ def preflight(cfg: PipelineConfig, store: ObjectStore) -> dict:
     return models
 
 
-def _unwrapped(batches):
-    """Re-raise a worker's user-facing error (a dead caption endpoint, say) as itself: Ray
-    delivers it wrapped, with only its traceback text, and the caller must report it, not a
-    Ray traceback."""
-    try:
-        yield from batches
-    except Exception as exc:
-        cause = find_cause(exc, (EndpointError, StorageError, ModelError))
-        if cause is None or cause is exc:
-            raise
-        raise cause from exc
+def update_ledger(cfg: PipelineConfig, store: ObjectStore, layout: Layout) -> Snapshot:
+    """The ledger snapshot with every committed run merged in: normally it is, since a run
+    merges itself after it commits; a run that died in between (or runs written before the
+    snapshot existed) are merged here first."""
+    snapshot = read_snapshot(store, layout, cfg.run.ledger_buckets)
+    pending = committed_summaries(store, layout, skip=set(snapshot.merged_runs))
+    if pending:
+        log.info("merging %d committed run(s) into the ledger snapshot first: %s",
+                 len(pending), ", ".join(s["run_id"] for s in pending))
+    return merge_runs(store, cfg.storage, layout, snapshot, pending)
 
 
-def _collect(ds, total: int, interval_s: float) -> pa.Table | None:
-    """Stream result rows to the driver, logging progress every `interval_s`."""
-    progress = stage_logger("progress")
-    batches: list[pa.Table] = []
-    seen: set[str] = set()
-    segments = 0
-    t0 = last = time.monotonic()
-    logged = None
-    for batch in _unwrapped(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
-        batches.append(batch)
-        seen.update(batch.column("recording_id").to_pylist())
-        segments += int(batch.column("segment_id").is_valid().to_numpy(zero_copy_only=False).sum())
-        now = time.monotonic()
-        if now - last >= interval_s:
-            progress.info("%d/%d recordings done, %d segments, %.0fs elapsed",
-                          len(seen), total, segments, now - t0)
-            last, logged = now, (len(seen), segments)
-    if logged != (len(seen), segments):
-        progress.info("%d/%d recordings done, %d segments, %.0fs elapsed",
-                      len(seen), total, segments, time.monotonic() - t0)
-    if not batches:
-        return None
-    return pa.concat_tables(batches, promote_options="default")
+def plan_inputs(cfg: PipelineConfig, store: ObjectStore, layout: Layout, run_id: str,
+                full: bool, reprocess: frozenset[str] = frozenset(),
+                listed: bool = False) -> dict:
+    """Plan a run in tasks (pipeline/plan.py): its counts, partitions and marks."""
+    snapshot = update_ledger(cfg, store, layout)
+    return make_plan(cfg, store, layout, run_id, snapshot, read_takedowns(store, cfg.input),
+                     full, stage_fingerprints(cfg), reprocess, listed)
 
 
-def _check_invariant(listing: pa.Table, ann: pa.Table, rej: pa.Table) -> None:
-    """Every listed object is in exactly one of annotations/rejects; no segment twice."""
-    listed = set(listing.column("recording_id").to_pylist())
-    annotated = set(ann.column("recording_id").to_pylist())
-    rejected = rej.column("recording_id").to_pylist()
-    problems = []
-    if len(rejected) != len(set(rejected)):
-        problems.append("a recording is rejected twice")
-    if annotated & set(rejected):
-        problems.append(f"{len(annotated & set(rejected))} recordings are in both tables")
-    if listed - annotated - set(rejected):
-        problems.append(f"{len(listed - annotated - set(rejected))} recordings are in neither")
-    seg_ids = ann.column("segment_id").to_pylist()
-    if len(seg_ids) != len(set(seg_ids)):
-        problems.append("duplicate segment ids")
-    if problems:
-        raise RuntimeError("run output breaks the row invariant: " + "; ".join(problems))
-
-
-def _result_schema(listing_schema: pa.Schema) -> pa.Schema:
-    from pipeline.dag import STAGES
-
-    schema = listing_schema
-    for stage_cls in STAGES:
-        schema = stage_cls.output_schema(schema)
-    return schema
-
-
-def plan_inputs(cfg: PipelineConfig, store: ObjectStore, run_id: str, full: bool,
-                reprocess: frozenset[str] = frozenset()):
-    """List the input prefix and compare it with the ledger: (RunPlan, committed summaries)."""
-    summaries = committed_runs(store, cfg.output.uri)
-    states = latest_states(read_ledger(store, summaries))
-    takedowns = read_takedowns(store, cfg.input)
-    listing = list_inputs(store, cfg.input, run_id, apply_limit=False)
-    plan = plan_run(listing, states, takedowns, cfg.input.uri, full=full, limit=cfg.input.limit,
-                    fingerprints=stage_fingerprints(cfg), reprocess=reprocess)
-    return plan, summaries
-
-
-def _log_plan(counts: dict, uri: str) -> None:
-    stage_logger("list").info(
-        "%d objects under %s: %d to process (%s), %d unchanged and skipped, %d deleted, "
-        "%d taken down%s", counts["listed"], uri, counts["to_process"], planned_text(counts),
-        counts["unchanged"], counts["deleted"], counts["takedown"],
-        f", {counts['deferred_by_limit']} left for later by input.limit"
+def _log_plan(counts: dict, uri: str, partitions: int) -> None:
+    stage_logger("plan").info(
+        "%d objects under %s: %d to process (%s) in %d partitions, %d unchanged and skipped, "
+        "%d deleted, %d taken down%s", counts["listed"], uri, counts["to_process"],
+        planned_text(counts), partitions, counts["unchanged"], counts["deleted"],
+        counts["takedown"], f", {counts['deferred_by_limit']} left for later by input.limit"
         if counts.get("deferred_by_limit") else "")
 
 
 def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, config_path: str = "",
-                 full: bool = False, reprocess: frozenset[str] = frozenset()) -> RunResult:
+                 full: bool = False, reprocess: frozenset[str] = frozenset(),
+                 middle=None, listed: bool = False) -> RunResult:
+    """`middle`: the stages between loading and writing (default: all of them); `listed`: the
+    listing is in the staging area already (default: list input.uri). Both are for the scale
+    benchmark, which replays rows for synthetic objects."""
     run_id = run_id or new_run_id()
     set_run_id(run_id)
-    started_at, t0 = _now(), time.monotonic()
-    storage = resolve_storage(cfg.storage)
-    store = ObjectStore(storage)
-    prefix = run_prefix(cfg.output.uri, run_id)
-
+    started_at, t0 = now(), time.monotonic()
+    store = ObjectStore(resolve_storage(cfg.storage))
+    layout = Layout(cfg.output.uri)
     models = preflight(cfg, store)
-    committed = read_summary(store, prefix)
+    committed = read_summary(store, layout, run_id)
     if committed is not None:
-        log.info("run %s is already committed at %s; nothing to do", run_id, prefix)
-        return RunResult(EXIT_OK, committed, prefix, already_committed=True)
+        committed.pop("_prefix", None)
+        log.info("run %s is already committed at %s; nothing to do", run_id, layout.run(run_id))
+        return RunResult(EXIT_OK, committed, layout.run(run_id), already_committed=True)
 
-    with RunLock(store, cfg.output.uri, run_id, cfg.run.lock_ttl_s) as lock:
-        clean_dead_runs(store, cfg.output.uri, keep_run_id=run_id)
-        staging = Staging(store, cfg.output.uri, run_id)
-        saved = staging.load_plan()
-        if saved is None:
-            plan, _ = plan_inputs(cfg, store, run_id, full, reprocess)
-            todo, marks, counts = plan.todo, plan.marks, plan.counts
-            staging.save_plan(todo, {"counts": counts, "marks": marks, "started_at": started_at})
-            done, resumed = None, 0
+    with RunLock(store, cfg.output.uri, run_id, cfg.run.lock_ttl_s) as lock, ray_session(cfg):
+        clean_dead_runs(store, layout, keep_run_id=run_id)
+        plan = load_plan(store, layout, run_id)
+        done: set[str] = set()
+        if plan is None:
+            plan = plan_inputs(cfg, store, layout, run_id, full, reprocess, listed)
+            plan["started_at"] = started_at
+            save_plan(store, layout, run_id, plan)  # the plan is frozen from here on
         else:
-            # Same run id after a crash: the same objects as the first attempt, minus finished ones.
-            todo, frozen = saved
-            marks, counts, started_at = frozen["marks"], frozen["counts"], frozen["started_at"]
-            done = staging.load_parts()
-            resumed = 0 if done is None else len(pc.unique(done.column("recording_id")))
-            log.warning("resuming run %s: %d of %d recordings were finished by an earlier "
-                        "attempt", run_id, resumed, todo.num_rows)
-        _log_plan(counts, cfg.input.uri)
-        stale = store.delete_prefix(prefix)
-        if stale:
-            log.warning("removed %d files left by an earlier, unfinished attempt of run %s",
-                        stale, run_id)
+            # Same run id after a crash: the same partitions as the first attempt.
+            started_at = plan["started_at"]
+            done = done_partitions(store, layout, run_id)
+            update_ledger(cfg, store, layout)
+            log.warning("resuming run %s: %d of %d partitions were finished by an earlier "
+                        "attempt", run_id, len(done), len(plan["partitions"]))
+        counts = plan["counts"]
+        _log_plan(counts, cfg.input.uri, len(plan["partitions"]))
 
-        remaining = todo
-        if done is not None:
-            remaining = todo.filter(pc.invert(pc.is_in(
-                todo.column("recording_id"), value_set=done.column("recording_id").unique())))
-        results = _run_waves(cfg, remaining, staging) if remaining.num_rows else None
-        parts = [t for t in (done, results) if t is not None]
-        if parts:
-            results = pa.concat_tables(parts, promote_options="default")
-        else:
-            results = _result_schema(todo.schema).empty_table().drop_columns(["audio"])
-        annotations, rejects = split_results(results)
-        _check_invariant(todo, annotations, rejects)
+        totals = _execute(cfg, store, layout, run_id, plan, done, middle)
+        resumed = sum(totals.resumed_recordings.values())
+        for table in RUN_TABLES:  # readers may count on one file per table, even empty
+            if not totals.files[table] and table != "ledger":
+                key = f"{table}/part-empty.parquet"
+                totals.files[table].append(write_parquet(
+                    store, layout.run(run_id) + key, EMPTY_SCHEMAS[table].empty_table(),
+                    EMPTY_SCHEMAS[table], table, path=key).as_dict())
+        totals.files["ledger"] += plan["marks"]
 
-        lock.check()  # never publish after another run took the dataset over
-        files = {
-            "annotations": write_table(store, prefix, "annotations", annotations,
-                                       ANNOTATIONS_SCHEMA, cfg.output.rows_per_file),
-            "rejects": write_table(store, prefix, "rejects", rejects, REJECTS_SCHEMA,
-                                   cfg.output.rows_per_file),
-        }
-        ledger = ledger_rows(run_id, annotations, rejects, marks, stage_fingerprints(cfg))
-        write_parquet(store, prefix + LEDGER_FILE, ledger, LEDGER_SCHEMA, "ledger")
-        files["ledger"] = [{"path": LEDGER_FILE, "rows": ledger.num_rows}]
-        rejected_fraction = rejects.num_rows / todo.num_rows if todo.num_rows else 0.0
+        inputs = totals.figures["inputs"]
+        rejected = totals.figures["recordings_rejected"]
+        rejected_fraction = rejected / inputs if inputs else 0.0
         too_many = rejected_fraction > cfg.run.max_failed_fraction
-        status = "too_many_failed_inputs" if too_many else "succeeded"
+        _remove_unlisted(store, layout, run_id, totals.files)
+        lock.check()  # never publish after another run took the dataset over
         summary = build_summary(
-            run_id=run_id, status=status, inputs=todo.num_rows, annotations=annotations,
-            rejects=rejects, wall_s=time.monotonic() - t0, started_at=started_at,
-            finished_at=_now(), files=files, models=models, config_path=config_path,
-            limits={"max_failed_fraction": cfg.run.max_failed_fraction},
-        )
+            run_id=run_id, status="too_many_failed_inputs" if too_many else "succeeded",
+            totals=totals, wall_s=time.monotonic() - t0, started_at=started_at,
+            finished_at=now(), models=models, config_path=config_path,
+            limits={"max_failed_fraction": cfg.run.max_failed_fraction})
         summary["sources"] = counts
         summary["resumed_recordings"] = resumed
-        write_summary(store, prefix, summary)  # the commit point
-        staging.clear()
+        store.put(layout.summary(run_id), json.dumps(summary, indent=2, sort_keys=True).encode(),
+                  "application/json")  # the commit point
+        summary["_prefix"] = layout.run(run_id)
+        merge_runs(store, cfg.storage, layout,
+                   read_snapshot(store, layout, cfg.run.ledger_buckets), [summary])
+        summary.pop("_prefix")
+        clear(store, layout, run_id)
     if too_many:
         log.error("%.0f%% of inputs were rejected, over run.max_failed_fraction=%.0f%%",
                   100 * rejected_fraction, 100 * cfg.run.max_failed_fraction)
-        return RunResult(EXIT_TOO_MANY_FAILED, summary, prefix)
-    logging.getLogger("audioverse").info("run committed: %ssummary.json", prefix)
-    return RunResult(EXIT_OK, summary, prefix)
+        return RunResult(EXIT_TOO_MANY_FAILED, summary, layout.run(run_id))
+    logging.getLogger("audioverse").info("run committed: %s", layout.summary(run_id))
+    return RunResult(EXIT_OK, summary, layout.run(run_id))
 
 
-def _run_waves(cfg: PipelineConfig, listing: pa.Table, staging: Staging) -> pa.Table | None:
-    """Run the DAG over `listing` in waves of run.wave_objects objects; each finished wave is
-    saved to the staging area, so a killed run loses at most the wave it was in. (Within a
-    wave nothing can be saved early: speaker clustering groups rows by recording, and Ray
-    Data's groupby waits for every row of the wave.)"""
+def _remove_unlisted(store: ObjectStore, layout: Layout, run_id: str,
+                     files: dict[str, list[dict]]) -> None:
+    """Under a committed run there is exactly what its summary lists: a file no partition of
+    this plan wrote (left by something else under this run id) goes before the commit."""
+    named = {layout.run(run_id) + f["path"] for entries in files.values() for f in entries}
+    stale = [o.uri for page in store.list_pages(layout.run(run_id)) for o in page
+             if o.uri not in named]
+    for uri in stale:
+        store.delete(uri)
+    if stale:
+        log.warning("removed %d file(s) under %s that this run did not write", len(stale),
+                    layout.run(run_id))
+
+
+class _Totals(RunTotals):
+    """RunTotals that also remember how many recordings came from an earlier attempt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resumed_recordings: dict[str, int] = {}
+
+
+def _execute(cfg: PipelineConfig, store: ObjectStore, layout: Layout, run_id: str, plan: dict,
+             done: set[str], middle) -> _Totals:
+    """Run the partitions not done yet through one streaming execution; sum every partition's
+    stats (from the stream, or from the markers of partitions done earlier)."""
+    totals = _Totals()
+    sizes = {p["partition"]: p["objects"] for p in plan["partitions"]}
+    todo = [p for p in sizes if p not in done]
+    total_recordings = sum(sizes[p] for p in todo)
+    fingerprints = stage_fingerprints(cfg)
     registry = ModelRegistry(cfg.models, cfg.model_cache_dir, resolve_storage(cfg.storage))
-    size = cfg.run.wave_objects
-    waves = [listing.slice(i, size) for i in range(0, listing.num_rows, size)]
-    tables = []
-    with caption_service(cfg, registry) as caption:
-        started_ray = init_ray(cfg)
-        try:
-            for number, wave in enumerate(waves, 1):
-                if len(waves) > 1:
-                    stage_logger("progress").info("wave %d/%d: %d objects", number, len(waves),
-                                                  wave.num_rows)
-                # Workers get the config's storage section, not the resolved keys: they read
-                # the AWS_* variables of their own environment (a mounted secret on a
-                # cluster), so credentials never travel inside task arguments.
-                table = run_with_worker_retries(
-                    lambda: _collect(build_dataset(wave, cfg, cfg.storage, caption),
-                                     wave.num_rows, cfg.run.progress_interval_s),
-                    cfg.run.worker_failure_attempts, f"wave {number}")
-                if table is not None:
-                    staging.write_part(table)
-                    tables.append(table)
-        finally:
-            if started_ray:
-                import ray
-                ray.shutdown()
-    return pa.concat_tables(tables, promote_options="default") if tables else None
+    ticker = _ProgressLog(store, layout, run_id, len(todo), total_recordings)
+    with caption_service(cfg, registry) as caption, \
+            Progress(run_id, cfg.run.progress_interval_s, ticker) as progress:
+
+        def attempt() -> None:
+            remaining = [p for p in todo if p not in totals.partitions
+                         and p not in done_partitions(store, layout, run_id)]
+            if not remaining:
+                return
+            ds = build_dataset(remaining, cfg, run_id=run_id, fingerprints=fingerprints,
+                               caption=caption, middle=middle)
+            for batch in stream(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
+                for text in batch.column("stats").to_pylist():
+                    totals.add(json.loads(text))
+
+        if todo:
+            run_with_worker_retries(attempt, cfg.run.worker_failure_attempts,
+                                    "the night's execution")
+        progress.tick()
+    # Partitions whose stats did not come through the stream (done by an earlier attempt, or
+    # written just before a worker died): their markers hold the same stats.
+    missing = [p for p in sizes if p not in totals.partitions]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for stats in pool.map(lambda p: read_marker(store, layout, run_id, p), missing):
+            totals.add(stats)
+            if stats["partition"] in done:
+                totals.resumed_recordings[stats["partition"]] = (
+                    stats["recordings_annotated"] + stats["recordings_rejected"])
+    if set(sizes) != totals.partitions:
+        raise RuntimeError(f"partitions without stats after the execution: "
+                           f"{sorted(set(sizes) - totals.partitions)[:5]}")
+    if totals.figures["inputs"] != sum(sizes.values()):
+        raise RuntimeError(f"run output breaks the row invariant: {totals.figures['inputs']} "
+                           f"objects written, {sum(sizes.values())} planned")
+    return totals
+
+
+class _ProgressLog:
+    """Turns the progress counter's counts into a log line (and progress.json for `status`)
+    every run.progress_interval_s: per stage, with rates, and an ETA."""
+
+    STAGES = (("decode", "recordings", "decoded"), ("vad", "segments", "segmented"),
+              ("asr", "segments", "transcribed"), ("caption", "segments", "captioned"))
+
+    def __init__(self, store: ObjectStore, layout: Layout, run_id: str, partitions: int,
+                 recordings: int):
+        self.store, self.layout, self.run_id = store, layout, run_id
+        self.partitions, self.recordings = partitions, recordings
+        self.last: tuple | None = None
+
+    def __call__(self, counts: dict, elapsed_s: float) -> None:
+        decoded = counts.get("decode", {}).get("recordings", 0)
+        finished = counts.get("caption", {}).get("recordings", 0)
+        written = counts.get("write", {}).get("batches", 0)
+        parts = [f"{verb} {counts.get(stage, {}).get(unit, 0)} {unit}"
+                 for stage, unit, verb in self.STAGES]
+        rate = decoded / elapsed_s if elapsed_s else 0.0
+        done_rate = finished / elapsed_s if elapsed_s else 0.0
+        basis = done_rate if finished else rate
+        left = self.recordings - (finished if finished else decoded)
+        eta = f"ETA {_duration(left / basis)}" if basis > 0 and left > 0 else "ETA -"
+        line = (f"{decoded}/{self.recordings} recordings decoded ({rate:.2f}/s); "
+                + ", ".join(parts[1:]) + f"; written {written}/{self.partitions} partitions; "
+                f"{elapsed_s:.0f}s elapsed, {eta}")
+        key = (decoded, finished, written) + tuple(parts)
+        if key != self.last:
+            stage_logger("progress").info("%s", line)
+            self.last = key
+        write_progress(self.store, self.layout, self.run_id, {
+            "counts": counts, "elapsed_s": round(elapsed_s, 1), "recordings": self.recordings,
+            "partitions": self.partitions, "written_partitions": written, "line": line,
+            "at": now()})
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -10,15 +10,14 @@ deterministic, so a cache file written by a release that died later is still rig
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import re
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from operators.parquet_io import read_parquet, write_parquet
 from operators.storage import ObjectStore
+from schemas.layout import Layout
 from schemas.release import CODES_CACHE_SCHEMA, SHARD_SCHEMA
 
 ROW_OVERHEAD_BYTES = 600  # text, caption and provenance columns of one row, compressed
@@ -29,7 +28,7 @@ def codec_key(codec_version: str) -> str:
 
 
 def cache_prefix(output_uri: str, codec_version: str) -> str:
-    return f"{output_uri.rstrip('/')}/codes/{codec_key(codec_version)}/"
+    return Layout(output_uri).codes(codec_key(codec_version))
 
 
 def read_code_cache(store: ObjectStore, output_uri: str, codec_version: str,
@@ -39,7 +38,7 @@ def read_code_cache(store: ObjectStore, output_uri: str, codec_version: str,
     for obj in store.list(cache_prefix(output_uri, codec_version)):
         if not obj.key.endswith(".parquet"):
             continue
-        table = pq.read_table(io.BytesIO(store.get(obj.uri)))
+        table = read_parquet(store, obj.uri)
         mask = pc.is_in(table.column("segment_id"), value_set=pa.array(sorted(wanted)))
         parts.append(table.filter(mask).cast(CODES_CACHE_SCHEMA))
     if not parts:
@@ -59,10 +58,7 @@ def write_code_cache(store: ObjectStore, output_uri: str, codec_version: str,
     if table.num_rows == 0:
         return None
     uri = cache_prefix(output_uri, codec_version) + f"part-{release_id}.parquet"
-    buf = io.BytesIO()
-    pq.write_table(table.select(CODES_CACHE_SCHEMA.names).cast(CODES_CACHE_SCHEMA), buf,
-                   compression="zstd")
-    store.put(uri, buf.getvalue())
+    write_parquet(store, uri, table, CODES_CACHE_SCHEMA, "codes")
     return uri
 
 
@@ -85,14 +81,11 @@ def write_split_shards(store: ObjectStore, release_prefix: str, split: str, rows
     entries = []
     for n, (a, b) in enumerate(bounds):
         chunk = rows.slice(a, b - a)
-        buf = io.BytesIO()
-        pq.write_table(chunk, buf, compression="zstd", row_group_size=row_group_rows)
-        data = buf.getvalue()
         path = f"{split}/shard-{n:05d}.parquet"
-        store.put(release_prefix + path, data)
+        stats = write_parquet(store, release_prefix + path, chunk, SHARD_SCHEMA, "shards",
+                              path=path, row_group_rows=row_group_rows)
         entries.append({
-            "path": path, "rows": chunk.num_rows, "bytes": len(data),
+            **stats.as_dict(),
             "hours": round((pc.sum(chunk.column("duration_s")).as_py() or 0.0) / 3600, 6),
-            "sha256": hashlib.sha256(data).hexdigest(),
         })
     return entries

@@ -1,5 +1,6 @@
 """`audioverse status` and `audioverse run --dry-run`: what has happened to a dataset, and what
-the next run would do. Both only read S3; neither starts Ray or loads a model."""
+the next run would do. Neither loads a model or changes anything: `status` reads the runs' small
+files only; the dry run plans in Ray tasks as a run would, under a throwaway id it deletes."""
 from __future__ import annotations
 
 import io
@@ -9,12 +10,13 @@ import posixpath
 
 from model_serving.s3client import resolve_storage
 from operators.storage import ObjectStore
-from pipeline.dataset_view import committed_runs
-from pipeline.ledger import read_ledger, state_counts
+from pipeline.ledger import read_snapshot
 from pipeline.lock import describe, read_lock, stale_reason
-from pipeline.staging import staging_root
+from pipeline.runs import committed_summaries, staged_run_ids
+from pipeline.staging import read_progress
 from pipeline.summary import planned_text
 from schemas.config import PipelineConfig
+from schemas.layout import Layout
 
 log = logging.getLogger("audioverse.status")
 
@@ -28,10 +30,13 @@ DEFAULT_BYTES_PER_SECOND = 16000
 
 
 def dataset_status(cfg: PipelineConfig) -> dict:
+    """Runs (listed with a delimiter, one summary each), the lock, the ledger's stored counts,
+    and the live progress of a running run. Reads no table."""
     store = ObjectStore(resolve_storage(cfg.storage))
     store.check_bucket(cfg.output.uri)
-    summaries = committed_runs(store, cfg.output.uri)
-    ledger = read_ledger(store, summaries)
+    layout = Layout(cfg.output.uri)
+    summaries = committed_summaries(store, layout)
+    snapshot = read_snapshot(store, layout, cfg.run.ledger_buckets)
     lock = read_lock(store, cfg.output.uri)
     runs = []
     for s in summaries:
@@ -45,23 +50,19 @@ def dataset_status(cfg: PipelineConfig) -> dict:
             "resumed_recordings": s.get("resumed_recordings", 0),
         })
     committed = {r["run_id"] for r in runs}
-    staged: dict[str, dict] = {}
-    for obj in store.list(staging_root(cfg.output.uri)):
-        run_id, _, rest = obj.uri[len(staging_root(cfg.output.uri)):].partition("/")
-        entry = staged.setdefault(run_id, {"parts": 0, "plan": None})
-        if rest.startswith("parts/"):
-            entry["parts"] += 1
-        elif rest == "plan.json":
-            entry["plan"] = json.loads(store.get(obj.uri)).get("counts", {})
     holder = lock[0] if lock else None
-    for run_id, entry in sorted(staged.items()):
+    for run_id in staged_run_ids(store, layout):
         if run_id in committed:
             continue
         live = holder is not None and holder["run_id"] == run_id and stale_reason(holder) is None
+        plan = store.get_versioned(layout.plan_json(run_id))
+        planned = json.loads(plan[0]) if plan else {}
+        done = sum(1 for page in store.list_pages(layout.done_dir(run_id)) for _ in page)
         runs.append({
             "run_id": run_id, "state": "running" if live else "dead",
-            "checkpoints": entry["parts"],
-            "inputs": (entry["plan"] or {}).get("to_process"),
+            "partitions": len(planned.get("partitions", [])), "partitions_done": done,
+            "inputs": planned.get("counts", {}).get("to_process"),
+            "progress": read_progress(store, layout, run_id) if live else None,
             "hint": None if live else f"resume with: audioverse run CONFIG --run-id {run_id}",
         })
     lock_info = None
@@ -70,7 +71,9 @@ def dataset_status(cfg: PipelineConfig) -> dict:
         lock_info = {"holder": holder["run_id"], "description": describe(holder),
                      "stale": why}
     return {"output": cfg.output.uri, "input": cfg.input.uri, "runs": runs,
-            "sources": state_counts(ledger), "lock": lock_info}
+            "sources": snapshot.counts, "ledger_version": snapshot.version,
+            "unmerged_runs": sorted(committed - set(snapshot.merged_runs)),
+            "lock": lock_info}
 
 
 def format_status(st: dict) -> str:
@@ -107,9 +110,14 @@ def format_status(st: dict) -> str:
                              + (f"; {r['resumed_recordings']} recordings resumed"
                                 if r.get("resumed_recordings") else ""))
         else:
-            lines.append(f"  {r['run_id']:<22} {r['state']:<10} {r['checkpoints']} checkpoint "
-                         f"file(s) of {r['inputs']} inputs"
+            lines.append(f"  {r['run_id']:<22} {r['state']:<10} {r['partitions_done']} of "
+                         f"{r['partitions']} partitions done, {r['inputs']} inputs"
                          + (f"; {r['hint']}" if r.get("hint") else ""))
+            if r.get("progress"):
+                lines.append(f"  {'':<22} {r['progress']['line']}")
+    if st.get("unmerged_runs"):
+        lines.append(f"  ledger    runs not yet merged into the snapshot (the next run merges "
+                     f"them first): {', '.join(st['unmerged_runs'])}")
     return "\n".join(lines)
 
 
@@ -128,43 +136,89 @@ def _probe_seconds(store: ObjectStore, uri: str, size: int) -> float | None:
 
 def dry_run(cfg: PipelineConfig, full: bool, max_probes: int = 500,
             reprocess: frozenset[str] = frozenset()) -> dict:
-    """What `audioverse run` would process now, with hours and an estimated wall time."""
-    from pipeline.runner import plan_inputs
+    """What `audioverse run` would process now, with hours and an estimated wall time. It plans
+    in Ray tasks exactly as a run does, under a throwaway id whose files it deletes afterwards,
+    and never takes the lock or changes the ledger."""
+    import uuid
+
+    from pipeline.fingerprint import stage_fingerprints
+    from pipeline.ledger import read_takedowns
+    from pipeline.plan import make_plan
+    from pipeline.ray_session import ray_session
 
     store = ObjectStore(resolve_storage(cfg.storage))
     store.check_bucket(cfg.input.uri)
     store.check_bucket(cfg.output.uri)
-    plan, summaries = plan_inputs(cfg, store, "dry-run", full, reprocess)
-    rows = plan.todo.select(["source_uri", "source_bytes"]).to_pylist()
-    probed = estimated = 0
-    for i, row in enumerate(rows):
+    layout = Layout(cfg.output.uri)
+    scratch = f"dry-run-{uuid.uuid4().hex[:12]}"
+    try:
+        with ray_session(cfg):
+            plan = make_plan(cfg, store, layout, scratch,
+                             read_snapshot(store, layout, cfg.run.ledger_buckets),
+                             read_takedowns(store, cfg.input), full, stage_fingerprints(cfg),
+                             reprocess)
+        rows, marks = _sample(store, layout, scratch, plan, max_probes)
+    finally:
+        store.delete_prefix(layout.staging(scratch))
+        store.delete_prefix(layout.run(scratch))
+    probed_s = probed_bytes = 0.0
+    probed = 0
+    for row in rows:
         seconds = _probe_seconds(store, row["source_uri"], row["source_bytes"]) \
-            if i < max_probes and row["source_bytes"] > 0 else None
+            if row["source_bytes"] > 0 else None
         if seconds is None:
             ext = posixpath.splitext(row["source_uri"])[1].lower()
             seconds = row["source_bytes"] / BYTES_PER_SECOND.get(ext, DEFAULT_BYTES_PER_SECOND)
-            estimated += 1
         else:
             probed += 1
+            probed_s += seconds
+            probed_bytes += row["source_bytes"]
         row["seconds"] = round(seconds, 2)
-    audio_s = sum(r["seconds"] for r in rows)
-    measured = [s for s in summaries if s.get("real_time_factor")]
+    total_bytes = sum(p["bytes"] for p in plan["partitions"])
+    sampled_bytes = sum(r["source_bytes"] for r in rows)
+    # Objects beyond the sample: their bytes at the sample's seconds per byte.
+    per_byte = (probed_s / probed_bytes) if probed_bytes else 1 / DEFAULT_BYTES_PER_SECOND
+    audio_s = sum(r["seconds"] for r in rows) + (total_bytes - sampled_bytes) * per_byte
+    measured = [s for s in committed_summaries(store, layout) if s.get("real_time_factor")]
     if measured:
         rtf, rtf_from = measured[-1]["real_time_factor"], f"run {measured[-1]['run_id']}"
     else:
         rtf, rtf_from = DEFAULT_RTF, "the local benchmark (no committed run has measured one)"
     lock = read_lock(store, cfg.output.uri)
+    to_process = plan["counts"]["to_process"]
     return {
         "input": cfg.input.uri, "output": cfg.output.uri, "full": full,
-        "sources": plan.counts, "objects": rows,
-        "bytes": sum(r["source_bytes"] for r in rows),
+        "sources": plan["counts"], "partitions": len(plan["partitions"]),
+        "objects": rows, "objects_sampled": len(rows), "bytes": total_bytes,
         "audio_hours": round(audio_s / 3600, 4),
-        "hours_from_headers": probed, "hours_estimated_from_size": estimated,
+        "hours_from_headers": probed, "hours_estimated_from_size": to_process - probed,
         "real_time_factor": rtf, "real_time_factor_from": rtf_from,
         "estimated_wall_s": round(audio_s * rtf, 1),
-        "marks": [{"source_uri": m["source_uri"], "state": m["state"]} for m in plan.marks],
+        "marks": marks,
         "lock": None if lock is None else describe(lock[0]),
     }
+
+
+def _sample(store: ObjectStore, layout: Layout, run_id: str, plan: dict,
+            max_objects: int) -> tuple[list[dict], list[dict]]:
+    """Up to `max_objects` objects the plan would process (by key), and up to as many marks."""
+    from operators.parquet_io import read_parquet
+
+    rows: list[dict] = []
+    for part in plan["partitions"]:
+        if len(rows) >= max_objects:
+            break
+        table = read_parquet(store, layout.plan_part(run_id, part["partition"]),
+                             columns=["source_uri", "source_bytes"])
+        rows += table.to_pylist()[: max_objects - len(rows)]
+    marks: list[dict] = []
+    for entry in plan["marks"]:
+        if len(marks) >= max_objects:
+            break
+        table = read_parquet(store, layout.run(run_id) + entry["path"],
+                             columns=["source_uri", "state"])
+        marks += table.to_pylist()[: max_objects - len(marks)]
+    return sorted(rows, key=lambda r: r["source_uri"]), marks
 
 
 def format_dry_run(d: dict, show: int = 50) -> str:
@@ -185,8 +239,9 @@ def format_dry_run(d: dict, show: int = 50) -> str:
     ]
     for row in d["objects"][:show]:
         lines.append(f"    {row['source_uri']}  {row['source_bytes']} B  {row['seconds']:.1f} s")
-    if len(d["objects"]) > show:
-        lines.append(f"    ... and {len(d['objects']) - show} more (--json lists all)")
+    if c["to_process"] > show:
+        lines.append(f"    ... and {c['to_process'] - min(show, len(d['objects']))} more "
+                     f"(--json lists the first {d['objects_sampled']})")
     for mark in d["marks"][:show]:
         lines.append(f"    {mark['state']:<9} {mark['source_uri']}")
     return "\n".join(lines)

@@ -1,32 +1,59 @@
 """The run summary: counts by content type and reason, hours, wall time, real-time factor.
 
-Built from the two published tables, so summary.json and the Parquet files cannot disagree."""
+Built from the stats each partition's writer reported about the files it wrote (additive
+figures; operators/partition_io.py `partition_stats`), so summary.json and the Parquet files
+cannot disagree, and the driver never reads a row to write it.
+"""
 from __future__ import annotations
 
-from collections import Counter
-
-import pyarrow as pa
-import pyarrow.compute as pc
-
-
-def _counts(column: pa.ChunkedArray) -> dict[str, int]:
-    return dict(sorted(Counter(v for v in column.to_pylist() if v is not None).items()))
+ADDITIVE = ("inputs", "recordings_annotated", "recordings_rejected", "segments",
+            "segments_kept", "audio_s", "segment_s")
+BY_KEY = ("rejected_by_reason", "segments_by_content_type", "segments_dropped_by_reason",
+          "segment_s_by_content_type")
+CAPTION_COUNTS = ("captioned", "repaired", "corrected", "invalid", "endpoint_errors")
 
 
-def build_summary(*, run_id: str, status: str, inputs: int, annotations: pa.Table,
-                  rejects: pa.Table, wall_s: float, started_at: str, finished_at: str,
-                  files: dict, models: dict, config_path: str, limits: dict) -> dict:
-    rec_dur = {}
-    for rid, dur in zip(annotations.column("recording_id").to_pylist(),
-                        annotations.column("recording_duration_s").to_pylist()):
-        rec_dur[rid] = dur or 0.0
-    audio_s = float(sum(rec_dur.values()))
-    seg_s = pc.sum(annotations.column("duration_s")).as_py() or 0.0
-    kept = annotations.filter(pc.is_null(annotations.column("drop_reason")))
-    hours_by_type: dict[str, float] = {}
-    for ct, dur in zip(annotations.column("content_type").to_pylist(),
-                       annotations.column("duration_s").to_pylist()):
-        hours_by_type[ct] = hours_by_type.get(ct, 0.0) + dur / 3600
+def _add_into(into: dict, more: dict) -> None:
+    for key, value in more.items():
+        into[key] = into.get(key, 0) + value
+
+
+class RunTotals:
+    """The sum of the partitions' stats, and the list of every file they wrote (one small
+    record per file): what the driver keeps of a night, whatever its size."""
+
+    def __init__(self) -> None:
+        self.figures: dict = {k: 0 for k in ADDITIVE}
+        self.figures.update({k: {} for k in BY_KEY})
+        self.captions: dict = {"sources": {}, **{k: 0 for k in CAPTION_COUNTS}}
+        self.files: dict[str, list[dict]] = {"annotations": [], "rejects": [], "ledger": []}
+        self.partitions: set[str] = set()
+        self.nodes: dict[str, int] = {}
+
+    def add(self, stats: dict) -> None:
+        """One partition's stats (its done marker); a partition counts once."""
+        if stats["partition"] in self.partitions:
+            return
+        self.partitions.add(stats["partition"])
+        for key in ADDITIVE:
+            self.figures[key] += stats[key]
+        for key in BY_KEY:
+            _add_into(self.figures[key], stats[key])
+        _add_into(self.captions["sources"], stats["captions"]["sources"])
+        for key in CAPTION_COUNTS:
+            self.captions[key] += stats["captions"][key]
+        for table, entry in stats["files"].items():
+            self.files[table].append({**entry, "node": stats.get("node")})
+        self.nodes[stats.get("node")] = self.nodes.get(stats.get("node"), 0) + 1
+
+
+def build_summary(*, run_id: str, status: str, totals: RunTotals, wall_s: float,
+                  started_at: str, finished_at: str, models: dict, config_path: str,
+                  limits: dict) -> dict:
+    f = totals.figures
+    audio_s, inputs = f["audio_s"], f["inputs"]
+    files = {table: sorted(entries, key=lambda e: e["path"])
+             for table, entries in totals.files.items()}
     return {
         "run_id": run_id,
         "status": status,
@@ -34,40 +61,26 @@ def build_summary(*, run_id: str, status: str, inputs: int, annotations: pa.Tabl
         "finished_at": finished_at,
         "config": config_path,
         "inputs": inputs,
-        "recordings_annotated": len(rec_dur),
-        "recordings_rejected": rejects.num_rows,
-        "rejected_by_reason": _counts(rejects.column("reason")),
-        "rejected_fraction": round(rejects.num_rows / inputs, 4) if inputs else 0.0,
-        "segments": annotations.num_rows,
-        "segments_by_content_type": _counts(annotations.column("content_type")),
-        "segments_kept": kept.num_rows,
-        "segments_dropped_by_reason": _counts(annotations.column("drop_reason")),
+        "recordings_annotated": f["recordings_annotated"],
+        "recordings_rejected": f["recordings_rejected"],
+        "rejected_by_reason": dict(sorted(f["rejected_by_reason"].items())),
+        "rejected_fraction": round(f["recordings_rejected"] / inputs, 4) if inputs else 0.0,
+        "segments": f["segments"],
+        "segments_by_content_type": dict(sorted(f["segments_by_content_type"].items())),
+        "segments_kept": f["segments_kept"],
+        "segments_dropped_by_reason": dict(sorted(f["segments_dropped_by_reason"].items())),
         "audio_hours": round(audio_s / 3600, 6),
-        "segment_hours": round(seg_s / 3600, 6),
-        "segment_hours_by_content_type": {k: round(v, 6) for k, v in sorted(hours_by_type.items())},
+        "segment_hours": round(f["segment_s"] / 3600, 6),
+        "segment_hours_by_content_type": {k: round(v / 3600, 6) for k, v in
+                                          sorted(f["segment_s_by_content_type"].items())},
         "wall_s": round(wall_s, 2),
         "real_time_factor": round(wall_s / audio_s, 4) if audio_s else None,
-        "captions": _caption_counts(annotations),
+        "captions": {**totals.captions,
+                     "sources": dict(sorted(totals.captions["sources"].items()))},
+        "partitions": len(totals.partitions),
         "files": files,
         "models": models,
         "limits": limits,
-    }
-
-
-def _caption_counts(ann: pa.Table) -> dict:
-    """How the captioner did: where captions came from, how many needed repair or correction."""
-    rows = ann.select(["caption_source", "caption_description", "caption_repaired",
-                       "caption_flags", "drop_reason"]).to_pylist()
-    captioned = [r for r in rows if r["caption_description"] is not None]
-    return {
-        "sources": _counts(pa.chunked_array([[r["caption_source"] for r in captioned]],
-                                            pa.string())),
-        "captioned": len(captioned),
-        "repaired": sum(1 for r in captioned if r["caption_repaired"]),
-        "corrected": sum(1 for r in captioned
-                         if any(f.startswith("corrected:") for f in r["caption_flags"] or [])),
-        "invalid": sum(1 for r in rows if r["drop_reason"] == "caption_invalid"),
-        "endpoint_errors": sum(1 for r in rows if r["drop_reason"] == "caption_error"),
     }
 
 
@@ -122,7 +135,11 @@ def format_summary(s: dict, prefix: str) -> str:
         f"  results           {prefix}",
     ]
     for table, files in s["files"].items():
-        for f in files:
-            lines.append(f"    {f['path']:<36} {f['rows']} rows")
+        if len(files) <= 4:
+            for f in files:
+                lines.append(f"    {f['path']:<36} {f['rows']} rows")
+        else:
+            lines.append(f"    {table + '/':<36} {sum(f['rows'] for f in files)} rows in "
+                         f"{len(files)} files")
     lines.append("    summary.json")
     return "\n".join(lines)

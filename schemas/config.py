@@ -295,7 +295,11 @@ class StageResources:
     num_cpus: float = bounded(1.0, ge=0)
     num_gpus: float = bounded(0.0, ge=0)
     concurrency: int = bounded(1, ge=1)  # actor pool size (or parallel tasks for stateless stages)
+    # Rows per call of the release's tokenizer; a night's stages take a whole partition a call.
     batch_size: int = bounded(1, ge=1)
+    # Custom Ray resources the stage's workers need, e.g. {worker_node: 0.01}: what steers a
+    # stage onto a pool of nodes that declare that resource.
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -306,6 +310,7 @@ class StageResourcesOverride:
     num_gpus: Optional[float] = bounded(None, ge=0)
     concurrency: Optional[int] = bounded(None, ge=1)
     batch_size: Optional[int] = bounded(None, ge=1)
+    resources: Optional[dict[str, float]] = None
 
     def apply(self, base: StageResources) -> StageResources:
         given = {k: v for k, v in self.__dict__.items() if v is not None}
@@ -333,12 +338,17 @@ class RunConfig:
     # The run lock (<output.uri>/_lock/run.json): renewed every lock_ttl_s / 3 by a live run; a
     # lock not renewed for lock_ttl_s belongs to a dead run and is taken over.
     lock_ttl_s: float = bounded(600.0, ge=10)
-    # The run's objects go through the DAG in waves of this many; each finished wave is saved to
-    # <output.uri>/_staging/<run_id>/, so a run that dies resumes (same --run-id) from its last
-    # finished wave. Each wave starts the model workers afresh (seconds), so not too small.
-    wave_objects: int = bounded(1000, ge=1)
-    # A Ray worker that dies (killed, out of memory, its node lost) fails the wave it was in;
-    # the wave is run again, up to this many attempts in all, before the run gives up.
+    # A night's objects go through the DAG in partitions: each goes through every stage as one
+    # block and is written, and marked done, by itself, so a run that dies resumes (same
+    # --run-id) without its finished partitions. A partition holds at most this many objects
+    # and this many bytes of them (its decoded audio sits in memory while it is processed).
+    partition_objects: int = bounded(8, ge=1)
+    partition_bytes: int = bounded(256 * 1024**2, ge=1)
+    # The ledger snapshot's bucket count (by hash of the source URI); fixed for a dataset by its
+    # first run (ledger/current.json). Planning and merging run one task per bucket.
+    ledger_buckets: int = bounded(16, ge=1, le=65536)
+    # A Ray worker that dies (killed, out of memory, its node lost) fails the execution; it is
+    # run again for the partitions not yet done, up to this many attempts in all.
     worker_failure_attempts: int = bounded(3, ge=1)
 
 

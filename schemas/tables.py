@@ -26,6 +26,8 @@ SOURCE_FIELDS = [
     pa.field("source_bytes", pa.int64(), nullable=False),
 ]
 LISTING_SCHEMA = pa.schema(SOURCE_FIELDS)
+# Internal: which partition of the run (schemas/layout.py) a row belongs to; never published.
+PARTITION_FIELD = pa.field("partition", pa.string())
 
 # --- what decoding learns about a recording ----------------------------------------------------
 RECORDING_FIELDS = [

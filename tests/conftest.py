@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Stages also run in this process (unit tests call them directly): the same fixed CPU kernels as
 # the Ray workers (pipeline/dag.py REPRODUCIBLE_CPU_ENV), set before any model library loads.
-from pipeline.dag import REPRODUCIBLE_CPU_ENV  # noqa: E402 - imports no model library
+from pipeline.ray_session import REPRODUCIBLE_CPU_ENV  # noqa: E402 - imports no model library
 
 for _key, _value in REPRODUCIBLE_CPU_ENV.items():
     os.environ.setdefault(_key, _value)
@@ -70,6 +70,9 @@ def local_config():
             f"output.uri=s3://{TEST_BUCKET}/",
             "ray.object_store_mb=300",
             "run.progress_interval_s=5",
+            # A few ledger buckets: a night plans and merges in one task per bucket, and these
+            # runs hold a few dozen objects (the default, 16, is for the demo's growth).
+            "run.ledger_buckets=4",
             *overrides,
         ])
 
@@ -82,7 +85,7 @@ def ray_runtime():
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from pipeline.dag import WORKER_ENV
+    from pipeline.ray_session import WORKER_ENV
 
     ray.init(num_cpus=6, object_store_memory=300 * 1024 * 1024, include_dashboard=False,
              _node_ip_address="127.0.0.1", runtime_env={"env_vars": WORKER_ENV},

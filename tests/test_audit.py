@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.audit import add_audit_parser, main
+from pipeline.audit import add_audit_parser
+from pipeline.cli import main as audioverse
 from pipeline.errors import EXIT_CONFIG, EXIT_STORAGE
 from schemas.release import RELEASE_FORMAT, SELECTION_SCHEMA, SHARD_SCHEMA
 from schemas.tables import ANNOTATIONS_SCHEMA, REJECTS_SCHEMA
@@ -155,9 +156,15 @@ def sql(capsys, uri: str, query: str, *extra: str) -> tuple[list[str], list[list
     return lines[0].split(), [ln.split() for ln in lines[2:-1]]
 
 
+def main(args: list[str]) -> int:
+    """`audioverse audit ARGS` in this process."""
+    return audioverse(["audit", *args])
+
+
 def cli(*args: str):
-    return subprocess.run([sys.executable, "-m", "pipeline.audit", *args], capture_output=True,
-                          text=True, cwd=ROOT, env=dict(os.environ), timeout=120)
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "audit", *args],
+                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ),
+                          timeout=120)
 
 
 # --- a run -----------------------------------------------------------------------------------
@@ -294,7 +301,7 @@ def test_wrong_uri_is_one_clear_line(stored):
 def test_bad_sql_is_exit_2_without_traceback(stored):
     proc = cli(RUN_URI, "--sql", "SELECT no_such_column FROM annotations")
     assert proc.returncode == EXIT_CONFIG
-    assert proc.stderr.startswith("audit: SQL error: ") and "no_such_column" in proc.stderr
+    assert proc.stderr.startswith("audioverse: SQL error: ") and "no_such_column" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert proc.stdout == ""
 
@@ -302,7 +309,7 @@ def test_bad_sql_is_exit_2_without_traceback(stored):
 def test_syntax_error_in_process(stored, capsys):
     assert main([RUN_URI, "--sql", "SELEC 1"]) == EXIT_CONFIG
     err = capsys.readouterr().err
-    assert err.startswith("audit: SQL error: ") and len(err.strip().splitlines()) == 1
+    assert err.startswith("audioverse: SQL error: ") and len(err.strip().splitlines()) == 1
 
 
 def test_listed_file_that_cannot_be_read_is_a_storage_error(stored, s3_client, capsys):
@@ -313,7 +320,7 @@ def test_listed_file_that_cannot_be_read_is_a_storage_error(stored, s3_client, c
     _put(s3_client, prefix + "summary.json", json.dumps(summary).encode())
     assert main([prefix, "--sql", "SELECT 1"]) == EXIT_STORAGE
     err = capsys.readouterr().err
-    assert err.startswith("audit: storage error: cannot read the annotations files")
+    assert err.startswith("audioverse: storage error: cannot read the annotations files")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 

@@ -197,7 +197,7 @@ def test_endpoint_dying_mid_run_stops_the_dataset_with_the_endpoint_named(ray_ru
     from model_serving.chat_client import EndpointError
     from pipeline.dag import CaptionEndpoint, apply_stage, stage_plan, stage_resources
     from pipeline.errors import find_cause
-    from pipeline.runner import _collect
+    from pipeline.ray_session import stream
     from tests.conftest import LOCAL_CONFIG
     from pipeline.config import load_config
 
@@ -210,7 +210,7 @@ def test_endpoint_dying_mid_run_stops_the_dataset_with_the_endpoint_named(ray_ru
         ds = ray_runtime.data.from_arrow([segments(3), segments(3)])
         ds = apply_stage(ds, CaptionStage, kwargs, stage_resources(cfg, CaptionStage))
         with pytest.raises(EndpointDown) as info:  # the worker's error, as itself
-            _collect(ds, total=6, interval_s=60)
+            list(stream(ds.iter_batches(batch_format="pyarrow", batch_size=None)))
     assert ep.url in str(info.value) and "failed 3 times in a row" in str(info.value)
     assert find_cause(info.value.__cause__, (EndpointError,)) is not None  # the Ray wrapper
     assert 1 + 3 <= len(ep.requests) <= 1 + 3 + 2  # at most those in flight when it opened

@@ -14,7 +14,7 @@ def test_local_config_parses_with_expected_defaults():
     assert all(s.model in cfg.models for s in cfg.asr.systems)
     assert cfg.segment.vad_model in cfg.models and cfg.agreement.min_voters == 2
     assert cfg.models["asr/whisper-base"].files["model.bin"].parts[1].endswith("part2")
-    assert cfg.ray.resources["asr"].batch_size == 8 and "vad" not in cfg.ray.resources
+    assert cfg.ray.resources["asr"].num_cpus == 2.0 and "vad" not in cfg.ray.resources
 
 
 def test_cluster_config_parses_and_names_production_models():
@@ -95,9 +95,9 @@ def test_bad_set_syntax_and_missing_file(tmp_path):
 # rejected every input (and wrote that into the ledger). Each is now a config error (exit 2)
 # naming its key, before anything is read or written.
 @pytest.mark.parametrize("override, named", [
-    ("run.wave_objects=0", "run.wave_objects"),
-    ("run.wave_objects=-1", "run.wave_objects"),
-    ("run.wave_objects=true", "run.wave_objects"),            # a bool is not a number
+    ("run.partition_objects=0", "run.partition_objects"),
+    ("run.partition_objects=-1", "run.partition_objects"),
+    ("run.partition_objects=true", "run.partition_objects"),  # a bool is not a number
     ("asr.batch_size=0", "asr.batch_size"),
     ("decode.max_duration_s=.nan", "decode.max_duration_s"),
     ("decode.max_duration_s=.inf", "decode.max_duration_s"),
@@ -128,7 +128,7 @@ def test_every_numeric_field_of_the_shipped_configs_is_in_range():
         assert check_values(load_config(LOCAL_CONFIG.parent / name)) is None
 
 
-@pytest.mark.parametrize("override", ["decode.max_duration_s=-1", "run.wave_objects=0"])
+@pytest.mark.parametrize("override", ["decode.max_duration_s=-1", "run.partition_objects=0"])
 def test_dry_run_refuses_a_bad_value_with_exit_2_before_reading_anything(override, capsys):
     from pipeline.cli import main
 

@@ -289,15 +289,17 @@ def test_rerun_of_a_committed_run_id_changes_nothing(first_run, local_config, s3
 
 def test_a_run_that_dies_while_publishing_leaves_nothing_complete(
         demo_corpus, ray_runtime, local_config, s3_client, monkeypatch):
-    """Attempt 1 dies while publishing; attempt 2, the same run id through the CLI as cron
-    runs it, finishes with exit 4 (every object under bad/ is rejected), one JSON object on
-    stdout, the human summary on stderr, and no file of the dead attempt left."""
+    """Attempt 1 dies at its commit (writing summary.json) after the workers wrote every
+    partition; attempt 2, the same run id through the CLI as cron runs it, resumes (nothing
+    left to process), commits with exit 4 (every object under bad/ is rejected), one JSON
+    object on stdout, the human summary on stderr, and no file under the run that its summary
+    does not list."""
     # Nothing to caption when everything is rejected: no caption server needed.
     sets = [f"input.uri=s3://{TEST_BUCKET}/raw/bad/", "caption.enabled=false"]
     real_put = ObjectStore.put
 
     def failing_put(self, uri, body, content_type="application/octet-stream", **kw):
-        if "/rejects/" in uri:  # the storage fails after the annotations file was written
+        if uri.endswith("/summary.json"):  # the storage fails at the commit
             raise StorageError("simulated: S3 returned 500 while writing", permanent=False)
         return real_put(self, uri, body, content_type, **kw)
 
@@ -307,7 +309,7 @@ def test_a_run_that_dies_while_publishing_leaves_nothing_complete(
     store = ObjectStore(StorageConfig())
     prefix = f"s3://{TEST_BUCKET}/runs/it-crash/"
     left = [o.key for o in store.list(prefix)]
-    assert any("annotations/" in k for k in left) and not any("summary.json" in k for k in left)
+    assert any("rejects/" in k for k in left) and not any("summary.json" in k for k in left)
 
     monkeypatch.setattr(ObjectStore, "put", real_put)
     s3_client.put_object(Bucket=TEST_BUCKET, Key="runs/it-crash/annotations/part-00009.parquet",
@@ -320,6 +322,7 @@ def test_a_run_that_dies_while_publishing_leaves_nothing_complete(
     summary = json.loads(proc.stdout)  # stdout is exactly one JSON object
     assert summary["status"] == "too_many_failed_inputs"
     assert summary["inputs"] == 7 and summary["recordings_rejected"] == 7
+    assert summary["resumed_recordings"] == 7  # every partition was written by attempt 1
     assert "rejected  empty_object" in proc.stderr  # the human summary goes to stderr
     listed = sorted(o.key.split("it-crash/", 1)[1] for o in store.list(prefix))
     named = sorted([f["path"] for fs in summary["files"].values() for f in fs]

@@ -3,7 +3,8 @@ processes, which it skips, and which sources it marks deleted or taken down."""
 import pyarrow as pa
 import pytest
 
-from pipeline.ledger import latest_states, ledger_rows, parse_takedowns, plan_run
+from operators.ledger_rows import ledger_rows, mark_rows
+from pipeline.ledger import latest_rows, latest_states, parse_takedowns, plan_run
 from schemas.tables import ANNOTATIONS_SCHEMA, LEDGER_SCHEMA, LISTING_SCHEMA, REJECTS_SCHEMA
 
 RAW = "s3://b/raw/"
@@ -90,7 +91,7 @@ def test_deleted_and_taken_down_sources_are_marked_once():
                for m in narrow.marks) and narrow.counts["deleted"] == 0
 
     # Once marked, the next night does not mark again; the view excludes by the latest state.
-    rows = ledger_rows("n2", annotations(), rejects(), plan.marks)
+    rows = mark_rows("n2", plan.marks, "test")
     later = latest_states(pa.concat_tables([ledger(("n1", "kept.wav", "e1", "annotated", None)),
                                             rows]))
     again = plan_run(listing(("kept.wav", "e1")), later, {RAW + "kept.wav"}, RAW)
@@ -148,7 +149,9 @@ def night_one(prints):
                       ("short.wav", "e1", 0, "vad", "too_short"),
                       ("clean.wav", "e1", 0, None, None))
     rej = rejects(("long.wav", "e1", "decode", "too_long"))
-    return latest_states(ledger_rows("n1", ann, rej, [], prints))
+    from pipeline.fingerprint import stage_order
+
+    return latest_states(ledger_rows("n1", ann, rej, stage_order(), prints, "test"))
 
 
 LISTED = (("halluc.wav", "e1"), ("short.wav", "e1"), ("clean.wav", "e1"), ("long.wav", "e1"))
@@ -202,3 +205,20 @@ def test_ledger_rows_from_before_fingerprints_are_not_replanned_by_a_config_chan
     plan = plan_run(listing(("long.wav", "e1")), old, set(), RAW,
                     fingerprints=fingerprints("decode.max_duration_s=7200"))
     assert keys(plan.todo) == [] and plan.counts["unchanged"] == 1
+
+
+def test_merging_keeps_the_latest_row_of_every_source():
+    older = ledger(("n1", "a.wav", "e1", "annotated", None), ("n1", "b.wav", "e1", "rejected",
+                                                             "undecodable"))
+    newer = ledger(("n2", "b.wav", "e2", "annotated", None), ("n2", "c.wav", "e1", "takedown",
+                                                             "takedown list"))
+    merged = latest_rows([older, newer])
+    assert [(r["source_uri"][len(RAW):], r["run_id"], r["state"]) for r in merged.to_pylist()] \
+        == [("a.wav", "n1", "annotated"), ("b.wav", "n2", "annotated"),
+            ("c.wav", "n2", "takedown")]
+    # Within one table the later row wins too; an empty merge is an empty table.
+    again = latest_rows([pa.concat_tables([older, ledger(("n1", "a.wav", "e1", "deleted",
+                                                           None))])])
+    assert {r["source_uri"][len(RAW):]: r["state"] for r in again.to_pylist()}["a.wav"] == \
+        "deleted"
+    assert latest_rows([]).num_rows == 0

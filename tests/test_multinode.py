@@ -48,7 +48,10 @@ SUBMISSION_ID = "audioverse-nightly-mn1"
 JOB_TIMEOUT_S = 420
 CLIPS = sorted(LIBRIVOX.glob("*.wav"))[:2]  # two real LibriVox recordings (~10 s of speech)
 
-COMMON = [f"input.uri={RAW}", f"output.uri={PREFIX}", "run.progress_interval_s=5", *CHEAP]
+# The writer of every partition steered onto the second node (its `worker_node` resource):
+# parts written by workers there, not by the driver on the head.
+COMMON = [f"input.uri={RAW}", f"output.uri={PREFIX}", "run.progress_interval_s=5", *CHEAP,
+          "ray.resources.write.resources={worker_node: 0.01}"]
 # The cluster config's GPU stage: on a cluster the codec actor must land on a GPU node.
 RELEASE = ["release.fraction=1.0", "ray.resources.tokenize.num_gpus=1",
            "release.tokenizer.device=cpu"]
@@ -273,13 +276,17 @@ def test_cluster_has_a_head_and_a_gpu_worker_node(cluster):
     assert nodes[cluster.gpu_id].resources_total["GPU"] == 1
 
 
-def test_nightly_job_succeeds_and_publishes_the_run_and_the_release(nightly, s3_client):
+def test_nightly_job_succeeds_and_publishes_the_run_and_the_release(nightly, s3_client,
+                                                                     cluster):
     _job_ok(nightly)
     # The driver joined this cluster through RAY_ADDRESS (set by the job supervisor).
     assert "Connecting to existing Ray cluster" in nightly["logs"], nightly["logs"]
     summary = _get_json(s3_client, f"multinode/runs/{RUN_ID}/summary.json")
     assert summary["status"] == "succeeded" and summary["inputs"] == len(CLIPS)
     assert summary["recordings_annotated"] == len(CLIPS) and summary["segments"] > 0
+    # Every partition's files were written by a worker on the second node.
+    written = [f for files in summary["files"].values() for f in files if f.get("node")]
+    assert written and {f["node"] for f in written} == {cluster.gpu_id}, written
     manifest = _get_json(s3_client, f"multinode/releases/{RELEASE_ID}/manifest.json")
     assert manifest["runs"] == [RUN_ID] and manifest["rows"] > 0
     assert manifest["tokenized"]["new"] == manifest["rows"]   # the codec ran in this job

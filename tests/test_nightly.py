@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from infra import local_s3
+from infra.processes import descendants
 from infra.demo_corpus import POCKETSPHINX, TUXPAINT, StagedFile, stage
 from operators.storage import ObjectStore
 from pipeline.cli import main
@@ -58,11 +59,9 @@ def corpus() -> list[StagedFile]:
 
 
 def overrides(out: str, *extra: str, raw: str = RAW) -> list[str]:
-    """The cheap config, all objects in one wave unless `extra` says otherwise. (Each wave
-    starts the model actors afresh, ~18 s here; only the resume test needs a wave saved before
-    its faults.)"""
+    """The cheap config; the four objects in two partitions unless `extra` says otherwise."""
     return [f"input.uri={raw}", f"output.uri={out}", "ray.object_store_mb=300",
-            "run.progress_interval_s=5", "run.wave_objects=100", *CHEAP, *extra]
+            "run.progress_interval_s=5", "run.ledger_buckets=2", *CHEAP, *extra]
 
 
 def outputs(store: ObjectStore, out: str, run_id: str) -> dict:
@@ -111,24 +110,6 @@ def clean(store, ray_runtime, local_config):
 
 
 # --- processes --------------------------------------------------------------------------------
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            out.append(child)
-            stack.append(child)
-    return out
-
-
 def _kill(pids: list[int]) -> None:
     for pid in pids:
         try:
@@ -146,9 +127,9 @@ def _cmdline(pid: int) -> str:
 
 
 def start_driver(out: str, run_id: str, log_path: Path) -> subprocess.Popen:
-    """`audioverse run` as its own process (and session), one object per wave."""
+    """`audioverse run` as its own process (and session), one object per partition."""
     args = [AUDIOVERSE, "run", str(LOCAL_CONFIG), "--run-id", run_id]
-    for item in overrides(out, "run.wave_objects=1"):
+    for item in overrides(out, "run.partition_objects=1"):
         args += ["--set", item]
     return subprocess.Popen(args, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -156,10 +137,10 @@ def start_driver(out: str, run_id: str, log_path: Path) -> subprocess.Popen:
 
 def wait_for_checkpoint(store: ObjectStore, out: str, run_id: str, proc: subprocess.Popen,
                         log_path: Path, parts: int = 1, timeout_s: float = 240) -> None:
-    """Wait until the run's staging area holds `parts` finished waves."""
+    """Wait until `parts` partitions of the run are written (their done markers)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if len(store.list(f"{out}_staging/{run_id}/parts/")) >= parts:
+        if len(store.list(f"{out}_staging/{run_id}/done/")) >= parts:
             return
         assert proc.poll() is None, f"the run ended before a checkpoint:\n{log_path.read_text()}"
         time.sleep(0.3)
@@ -217,10 +198,15 @@ def test_incremental_nights_ledger_status_and_dry_run(store, s3_client, ray_runt
     night3 = run_pipeline(cfg2, run_id="n3")
     assert night3.summary["inputs"] == 0 and night3.summary["sources"]["unchanged"] == 2
 
-    from pipeline.dataset_view import build_view, committed_runs
-    from pipeline.ledger import latest_states, read_ledger
+    from pipeline.dataset_view import build_view
+    from pipeline.ledger import latest_rows, latest_states, read_bucket, read_snapshot
+    from schemas.layout import Layout
 
-    states = latest_states(read_ledger(store, committed_runs(store, out)))
+    layout = Layout(out)
+    snapshot = read_snapshot(store, layout, 16)
+    assert snapshot.merged_runs == ["n1", "n2", "n3"] and snapshot.buckets == 2
+    states = latest_states(latest_rows([read_bucket(store, layout, snapshot, b)
+                                        for b in range(snapshot.buckets)]))
     by_key = {uri.rsplit("/", 1)[-1]: s for uri, s in states.items()}
     assert {k: s["state"] for k, s in by_key.items()} == {
         "card1.wav": "annotated", "card2.wav": "takedown", "violin.ogg": "deleted",
@@ -283,7 +269,7 @@ def test_lock_keeps_runs_apart_and_a_stale_lock_is_taken_over(store, capsys):
     dead = {"run_id": "dead", "token": "x", "host": "elsewhere", "pid": 1, "acquired_at": 0,
             "heartbeat_at": 1, "expires_at": 2, "ttl_s": 1}
     store.put(lock_uri(out), json.dumps(dead).encode())
-    store.put(f"{out}_staging/dead/parts/part-00000.parquet", b"left by a dead run")
+    store.put(f"{out}_staging/dead/done/0000-00000.json", b"left by a dead run")
     store.put(f"{out}runs/dead/annotations/part-00000.parquet", b"half-published")
     winners, losers = [], []
 
@@ -312,34 +298,46 @@ def test_lock_keeps_runs_apart_and_a_stale_lock_is_taken_over(store, capsys):
 
     # The next run cleans up what the dead run left (staging, files without summary.json).
     from pipeline.staging import clean_dead_runs
+    from schemas.layout import Layout
 
-    assert clean_dead_runs(store, out, keep_run_id="next") == ["dead"]
+    assert clean_dead_runs(store, Layout(out), keep_run_id="next") == ["dead"]
     assert not store.list(f"{out}_staging/") and not store.list(f"{out}runs/dead/")
 
 
 # --- resume -----------------------------------------------------------------------------------
 def test_resume_after_sigterm_then_a_driver_kill_and_everything_stopped(
-        store, clean, s3_server, ray_runtime, local_config, tmp_path):
-    """Attempt 1 (`audioverse run`, one object per wave) gets SIGTERM after its first wave, as
-    Kubernetes sends on eviction: it stops within 30 s with exit 143 and one line saying how to
-    resume, releases the lock, stops its Ray processes and keeps its staging. Attempt 2, the
-    same run id, resumes and has its driver `kill -9`ed after its next wave; a second later the
-    rest goes down as in a reboot (its Ray processes and the S3 server, SIGKILL). Attempt 3
-    resumes and finishes. The result must be the clean run's. (A killed Ray worker is in the
+        store, clean, s3_server, ray_runtime, local_config, tmp_path, capsys):
+    """Attempt 1 (`audioverse run`, one object per partition) gets SIGTERM once its first
+    partition is written, as Kubernetes sends on eviction: it stops within 30 s with exit 143
+    and one line saying how to resume, releases the lock, stops its Ray processes and keeps its
+    staging. Attempt 2, the same run id, resumes and has its driver `kill -9`ed while it works;
+    then the rest goes down as in a reboot (its Ray processes and the S3 server, SIGKILL).
+    Attempt 3 resumes and finishes. The result must be the clean run's. (A killed Ray worker is in the
     transient-faults test below.)"""
     out = BASE + "kill/"
 
     log1 = tmp_path / "attempt1.log"
     proc = start_driver(out, "k1", log1)
     try:
+        # `status` while it runs (its model actors still starting): the run, its partitions
+        # and its live progress line (written every run.progress_interval_s).
+        deadline = time.monotonic() + 120
+        while not store.exists(f"{out}_staging/k1/progress.json"):
+            assert proc.poll() is None and time.monotonic() < deadline, log1.read_text()
+            time.sleep(0.3)
+        assert main(["status", str(LOCAL_CONFIG), "--json",
+                     *sum([["--set", o] for o in overrides(out)], [])]) == 0
+        live = {r["run_id"]: r for r in json.loads(capsys.readouterr().out)["runs"]}["k1"]
+        assert live["state"] == "running" and live["partitions"] == 4
+        assert "recordings decoded" in live["progress"]["line"]
         wait_for_checkpoint(store, out, "k1", proc, log1, parts=1)
-        ray_procs = _descendants(proc.pid)
+        ray_procs = descendants(proc.pid)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
         stopped_in = time.monotonic() - t0
     finally:
-        _kill([proc.pid, *_descendants(proc.pid)])
+        _kill([proc.pid, *descendants(proc.pid)])
     text = log1.read_text()
     assert code == 143 and stopped_in < 30, (code, stopped_in, text[-3000:])
     last = text.strip().splitlines()[-1]
@@ -353,18 +351,30 @@ def test_resume_after_sigterm_then_a_driver_kill_and_everything_stopped(
     assert not alive, f"processes of the stopped run still run: {alive}"
     assert read_lock(store, out) is None               # the lock was released
     assert store.exists(f"{out}_staging/k1/plan.json")  # resumable
-    assert store.list(f"{out}_staging/k1/parts/")
+    assert store.list(f"{out}_staging/k1/done/")
     assert not store.exists(f"{out}runs/k1/summary.json")
 
+    # Partitions still in flight when the signal came may finish while Ray shuts down (they
+    # are marked done then, whole). Keep two done, as if the signal had come earlier: the
+    # other partitions' files stay without a marker, which a resumed run must redo.
+    markers = sorted(o.uri for o in store.list(f"{out}_staging/k1/done/"))
+    for uri in markers[2:]:
+        store.delete(uri)
+    written = min(len(markers), 2)
+    # Attempt 2 is killed while its model actors start, once it shows progress.
+    store.delete(f"{out}_staging/k1/progress.json")
     log2 = tmp_path / "attempt2.log"
     proc = start_driver(out, "k1", log2)
     try:
-        wait_for_checkpoint(store, out, "k1", proc, log2, parts=2)
-        ray_procs = _descendants(proc.pid)
+        deadline = time.monotonic() + 120
+        while not store.exists(f"{out}_staging/k1/progress.json"):
+            assert proc.poll() is None and time.monotonic() < deadline, log2.read_text()
+            time.sleep(0.2)
+        ray_procs = descendants(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
-        _kill([proc.pid, *_descendants(proc.pid)])
+        _kill([proc.pid, *descendants(proc.pid)])
     assert "resuming run k1" in log2.read_text()
     assert not store.exists(f"{out}runs/k1/summary.json")
     assert read_lock(store, out)[0]["run_id"] == "k1"  # the dead driver's lock is still there
@@ -375,12 +385,11 @@ def test_resume_after_sigterm_then_a_driver_kill_and_everything_stopped(
     assert restarted.endpoint_url == s3_server.endpoint_url  # same endpoint after the restart
 
     # Attempt 3: takes the dead driver's lock over, reloads the frozen plan, skips the two
-    # saved waves, and runs the objects left in one wave (the plan decides what is left, not
-    # the wave size).
+    # partitions already written, and runs the ones left.
     result = run_pipeline(local_config(*overrides(out)), run_id="k1")
     assert result.exit_code == 0
     resumed = result.summary["resumed_recordings"]
-    assert 2 <= resumed < result.summary["inputs"], "the rerun should resume, not restart"
+    assert written <= resumed < result.summary["inputs"], "the rerun should resume"
     same_as_clean(outputs(store, out, "k1"), clean)
     assert read_lock(store, out) is None
 
@@ -397,7 +406,7 @@ def test_transient_s3_faults_and_a_killed_worker(store, clean, s3_server, ray_ru
 
     def kill_a_worker():
         while not done.is_set():
-            for pid in _descendants(os.getpid()):
+            for pid in descendants(os.getpid()):
                 cmd = _cmdline(pid)
                 if cmd.startswith("ray::") and "MapWorker" in cmd:
                     os.kill(pid, signal.SIGKILL)
@@ -432,7 +441,7 @@ def test_s3_server_restarted_mid_run(store, clean, s3_server, ray_runtime, local
 
     def dataset_running() -> bool:
         return any(_cmdline(pid).startswith("ray::") and "MapWorker" in _cmdline(pid)
-                   for pid in _descendants(os.getpid()))
+                   for pid in descendants(os.getpid()))
 
     def restart_server():
         while not finished.is_set():

@@ -19,8 +19,8 @@ from pipeline.signals import Interrupted, handled
 hang = sys.argv[1] == "hang"
 try:
     with handled():
-        print("ready", flush=True)
         try:
+            print("ready", flush=True)  # inside the try: a signal right after it unwinds here
             while True:
                 time.sleep(0.05)
         finally:
