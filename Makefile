@@ -11,7 +11,7 @@ help:
 	@echo "make bench-annotate - events top-1/top-5, speaker-count accuracy, each model's speed alone"
 	@echo "make bench-caption - captions/s, tokens/s, repair share, with and without constrained decoding"
 	@echo "make bench-tokenize - tokenizer throughput (audio seconds per second), batched vs one clip per call"
-	@echo "make bench-scale - driver and total memory of a night and of planning at 10k, 100k, 1M rows"
+	@echo "make bench-scale - driver and total memory of a night, of planning and of a release at 10k, 100k, 1M rows"
 	@echo "make s3-stop - stop the local S3 server that make demo left running"
 
 install:

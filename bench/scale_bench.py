@@ -13,12 +13,17 @@ For each size N, against the local S3 server and one local Ray runtime:
   would take long to upload; listing S3 is I/O, paged, in tasks either way).
 - plan: planning over a ledger snapshot of N rows and a listing of N objects (90% of them known
   to the ledger and unchanged, 10% new), both written by tasks.
+- release: `run_release` over the night's output (its dataset view is every annotated row of the
+  night) with a cheap codec (bench/cheap_codec.py: codes from the segment's length, no audio
+  read), then its selection compared with operators/selection.py `select` over the same view
+  (gathered for the check only, in a worker of its own, outside the measurement).
 
 A sampler thread reads, every 0.2 s, the RSS of the driver (this process) and the PSS of every
 process of the Ray runtime (proportional set size: the shared object store counted once), so
 rows moved into a helper actor would show up. It prints a table and writes
 `.local/bench/scale.json`: {"rows": {"10000": {...}, ...}} with run_driver_peak_mb,
-run_total_peak_mb, plan_driver_peak_mb, plan_total_peak_mb, run_s, plan_s.
+run_total_peak_mb, plan_driver_peak_mb, plan_total_peak_mb, run_s, plan_s, release_s,
+release_driver_peak_mb, release_total_peak_mb, selection_equals_reference, view_rows, selected.
 """
 from __future__ import annotations
 
@@ -224,7 +229,7 @@ def bench_size(base, n: int, template: pa.Table) -> dict:
     with Sampler() as sampler:
         t0 = time.perf_counter()
         result = run_pipeline(cfg, run_id=run_id, full=True, listed=True,
-                              middle=[(ReplayStage, {"template": template})])
+                              middle=[(ReplayStage, {"template": template, "vary": True})])
         out["run_s"] = round(time.perf_counter() - t0, 1)
     s = result.summary
     assert s["inputs"] == objects, (s["inputs"], objects)
@@ -261,7 +266,76 @@ def bench_size(base, n: int, template: pa.Table) -> dict:
                plan_driver_growth_mb=round((sampler.driver_peak - baseline[0]) / 1024, 1),
                plan_total_peak_mb=round(sampler.total_peak / 1024, 1))
     store.delete_prefix(layout.staging(plan_id))
+    out.update(bench_release(replace(base, output=replace(base.output,
+                                                          uri=f"s3://{BUCKET}/n{n}/"))))
     return out
+
+
+def bench_release(cfg) -> dict:
+    """The release over the night just committed (its view: every annotated row of the night),
+    with a cheap codec; then the selection checked against the reference (operators/selection.py,
+    over the whole view gathered here, outside the measurement)."""
+    from bench.cheap_codec import CheapCodec
+    from pipeline.release import run_release
+
+    release_id = f"bench-{int(time.time())}"
+    baseline = Sampler.now()
+    with Sampler() as sampler:
+        t0 = time.perf_counter()
+        result = run_release(cfg, release_id=release_id, tokenizer=CheapCodec)
+        release_s = round(time.perf_counter() - t0, 1)
+    m = result.manifest
+    out = {"release_s": release_s, "view_rows": m["selection"]["segments_in_view"],
+           "selected": m["selection"]["selected"],
+           "release_driver_peak_mb": round(sampler.driver_peak / 1024, 1),
+           "release_driver_growth_mb": round((sampler.driver_peak - baseline[0]) / 1024, 1),
+           "release_total_peak_mb": round(sampler.total_peak / 1024, 1)}
+    # In a worker of its own (it gathers the whole view), so the driver's peak of the next
+    # size is not this check's.
+    import ray
+
+    check = ray.remote(num_cpus=1, max_calls=1)(selection_equals_reference)
+    out["selection_equals_reference"] = ray.get(check.remote(cfg, result.prefix,
+                                                             result.manifest))
+    return out
+
+
+def selection_equals_reference(cfg, prefix: str, manifest: dict) -> bool:
+    """Every row of the release's selection parts equals the reference's (selected, rank,
+    duplicate link, gate, split, stratum, score), and the rows are the same."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from model_serving.s3client import resolve_storage
+    from operators.parquet_io import read_parquet
+    from operators.selection import select
+    from operators.storage import ObjectStore
+    from pipeline.release_select import VIEW_COLUMNS, collect_view
+    from schemas.layout import Layout
+
+    store = ObjectStore(resolve_storage(cfg.storage))
+    got = pa.concat_tables([read_parquet(store, prefix + e["path"])
+                            for e in manifest["selection_files"]])
+    view = collect_view(cfg, store, Layout(cfg.output.uri)).select(VIEW_COLUMNS)
+    want, _ = select(view.to_pandas(), cfg.release)
+    del view
+    if got.num_rows != len(want):
+        return False
+    cols = ["segment_id", "selected", "rank_in_stratum", "duplicate_of", "quality_gate",
+            "quality_eligible", "split", "stratum"]
+    got = got.select(cols + ["quality_score"]).sort_by("segment_id")
+    want = pa.Table.from_pandas(want[cols + ["quality_score"]], preserve_index=False) \
+        .sort_by("segment_id")
+    for name in cols:
+        a, b = got.column(name), want.column(name).cast(got.column(name).type)
+        same = pc.or_(pc.fill_null(pc.equal(a, b), False),
+                      pc.and_(pc.is_null(a), pc.is_null(b)))
+        if not pc.all(same).as_py():
+            print(f"  selection differs from the reference in {name}", flush=True)
+            return False
+    a = got.column("quality_score").to_numpy(zero_copy_only=False)
+    b = np.float32(want.column("quality_score").to_numpy(zero_copy_only=False))
+    return bool(np.array_equal(a, b, equal_nan=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,12 +376,23 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['run_driver_growth_mb']:>7.1f} {r['run_total_peak_mb']:>9.1f} | "
               f"{r['ledger_rows']:>8} {r['plan_s']:>7.1f} {r['plan_driver_peak_mb']:>10.1f} "
               f"{r['plan_driver_growth_mb']:>7.1f} {r['plan_total_peak_mb']:>9.1f}")
+    head = (f"{'rows':>9} {'view':>9} {'selected':>9} {'release s':>10} {'driver MB':>10} "
+            f"{'growth':>7} {'total MB':>9} {'= reference':>12}")
+    print("\nrelease over the night's view (cheap codec; selection checked against "
+          "operators/selection.py)")
+    print(head)
+    print("-" * len(head))
+    for n, r in results.items():
+        print(f"{int(n):>9} {r['view_rows']:>9} {r['selected']:>9} {r['release_s']:>10.1f} "
+              f"{r['release_driver_peak_mb']:>10.1f} {r['release_driver_growth_mb']:>7.1f} "
+              f"{r['release_total_peak_mb']:>9.1f} {str(r['selection_equals_reference']):>12}")
     sizes = list(results)
     if len(sizes) > 1:
         first, last = results[sizes[0]], results[sizes[-1]]
         print(f"\ndriver peak growth {sizes[0]} -> {sizes[-1]} rows: run "
               f"{last['run_driver_peak_mb'] - first['run_driver_peak_mb']:+.1f} MB, plan "
-              f"{last['plan_driver_peak_mb'] - first['plan_driver_peak_mb']:+.1f} MB "
+              f"{last['plan_driver_peak_mb'] - first['plan_driver_peak_mb']:+.1f} MB, release "
+              f"{last['release_driver_peak_mb'] - first['release_driver_peak_mb']:+.1f} MB "
               f"(target: under 100 MB)")
     path = ROOT / ".local" / "bench" / "scale.json"
     path.parent.mkdir(parents=True, exist_ok=True)

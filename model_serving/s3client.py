@@ -6,6 +6,7 @@ entries with source `s3`); operators and the pipeline build their clients here a
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import replace
 
 from schemas.config import StorageConfig
@@ -44,9 +45,28 @@ def resolve_storage(cfg: StorageConfig) -> StorageConfig:
     )
 
 
+_SHARED: dict[str, object] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_s3_client(cfg: StorageConfig):
+    """The process's S3 client for these resolved settings (endpoint, region, keys, timeouts),
+    built once: building one parses botocore's service models (~0.3 s of CPU), which every Ray
+    task that touches S3 would otherwise pay again. boto3 clients are thread-safe. Callers must
+    not register event handlers on it (use make_s3_client for a client of your own)."""
+    resolved = resolve_storage(cfg)
+    key = repr(resolved)  # a frozen dataclass: its repr holds every setting
+    with _SHARED_LOCK:
+        client = _SHARED.get(key)
+        if client is None:
+            client = _SHARED[key] = make_s3_client(resolved)
+        return client
+
+
 def make_s3_client(cfg: StorageConfig):
-    """A boto3 S3 client with bounded timeouts and botocore's retries (throttling, 5xx, resets;
-    botocore's max_attempts counts retries, so a request is tried max_attempts + 1 times)."""
+    """A new boto3 S3 client with bounded timeouts and botocore's retries (throttling, 5xx,
+    resets; botocore's max_attempts counts retries, so a request is tried max_attempts + 1
+    times)."""
     import boto3
     from botocore.config import Config
 

@@ -56,3 +56,8 @@ def write_parquet(store: ObjectStore, uri: str, table: pa.Table, schema: pa.Sche
 
 def read_parquet(store: ObjectStore, uri: str, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(io.BytesIO(store.get(uri)), columns=columns)
+
+
+def parquet_file(store: ObjectStore, uri: str) -> pq.ParquetFile:
+    """One object as a Parquet file: its schema (with metadata) before choosing columns."""
+    return pq.ParquetFile(io.BytesIO(store.get(uri)))

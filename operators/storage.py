@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from model_serving.s3client import (ConflictError, StorageError, classify, make_s3_client,
+from model_serving.s3client import (ConflictError, StorageError, classify, shared_s3_client,
                                     split_uri)
 from schemas.config import StorageConfig
 
@@ -60,7 +60,7 @@ class ObjectStore:
     @property
     def client(self):
         if self._client is None:  # built lazily: a store is pickled into Ray workers
-            self._client = make_s3_client(self.cfg)
+            self._client = shared_s3_client(self.cfg)
         return self._client
 
     def __getstate__(self):

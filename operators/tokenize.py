@@ -71,10 +71,12 @@ class TokenizeStage(ModelStage):
         from operators.decode import read_segments
 
         rows = batch.to_pylist()
-        waves, why = read_segments(self.store, rows, list(range(len(rows))), self.decode_cfg,
+        # Rows that came with codes (from the release's code cache) are not tokenized again.
+        todo = [i for i, row in enumerate(rows) if row.get("codes") is None]
+        waves, why = read_segments(self.store, rows, todo, self.decode_cfg,
                                    self.codec.info.sample_rate)
         errors = {i: f"source unreadable: {w}" for i, w in why.items()}
-        ready = [i for i in range(len(rows)) if i in waves]
+        ready = [i for i in todo if i in waves]
         rate = self.codec.info.sample_rate
         for group in codec_batches([waves[i].size for i in ready], rate,
                                    self.cfg.batch_seconds, self.cfg.max_batch_segments):

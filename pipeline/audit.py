@@ -137,7 +137,7 @@ def _file_entries(prefix: str, entries, where: str) -> list[dict]:
         raise ConfigError(f"{where} is not a list")
     out = []
     for entry in entries:
-        if isinstance(entry, str):  # manifest["selection_files"] lists bare paths
+        if isinstance(entry, str):  # manifests before the distributed selection: bare paths
             out.append({"uri": _abs(prefix, entry), "rows": None})
         elif isinstance(entry, dict) and isinstance(entry.get("path"), str):
             out.append({"uri": _abs(prefix, entry["path"]), "rows": entry.get("rows")})

@@ -14,24 +14,20 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from model_serving.registry import ModelRegistry
 from model_serving.s3client import resolve_storage
-from operators.parquet_io import parquet_bytes
-from operators.selection import select
 from operators.storage import ObjectStore
 from operators.tokenize import TokenizeStage
 from pipeline import __version__
-from pipeline.dataset_view import build_view
+from pipeline.errors import ConfigError
+from pipeline.ledger import read_snapshot
 from pipeline.ray_session import new_run_id, now, ray_session, run_with_worker_retries, stream
-from pipeline.shards import read_code_cache, write_code_cache, write_split_shards
+from pipeline.release_select import select_release
+from pipeline.runs import read_summary
+from pipeline.shards import attach_cached_codes, cache_prefix, write_codes_and_shards
 from schemas.config import PipelineConfig
-from schemas.release import (MANIFEST, RELEASE_FORMAT, SELECTION_SCHEMA, SHARD_SCHEMA, SPLITS)
+from schemas.release import MANIFEST, RELEASE_FORMAT, SPLITS
 from schemas.layout import Layout
-from schemas.tables import PIPELINE_RATE_HZ
 
 log = logging.getLogger("audioverse.release")
 
@@ -58,13 +54,16 @@ def read_manifest(store: ObjectStore, prefix: str) -> dict | None:
     return json.loads(store.get(uri)) if store.exists(uri) else None
 
 
-def run_release(cfg: PipelineConfig, release_id: str | None = None,
-                config_path: str = "") -> ReleaseResult:
+def run_release(cfg: PipelineConfig, release_id: str | None = None, config_path: str = "",
+                tokenizer=None) -> ReleaseResult:
+    """`tokenizer`: the stage class that makes codes (default: TokenizeStage with the
+    configured codec; the scale benchmark passes a cheap one)."""
     t0 = time.monotonic()
     started_at = now()
     store = ObjectStore(resolve_storage(cfg.storage))
     release_id = release_id or "r" + new_run_id()
-    prefix = release_prefix(cfg.output.uri, release_id)
+    layout = Layout(cfg.output.uri)
+    prefix = layout.release(release_id)
     store.check_bucket(cfg.input.uri)
     store.check_bucket(cfg.output.uri)
     existing = read_manifest(store, prefix)
@@ -81,47 +80,49 @@ def run_release(cfg: PipelineConfig, release_id: str | None = None,
     untrained = entry.source == "seeded"
     if untrained:
         log.warning(UNTRAINED_WARNING.format(model=codec_version))
+    snapshot = read_snapshot(store, layout, cfg.run.ledger_buckets)
+    if snapshot.version == 0:
+        raise ConfigError(f"no committed run under {layout.runs} (a run is committed once its "
+                          f"summary.json exists and merged into the ledger): run `audioverse "
+                          f"run` with this config first, or check output.uri")
 
-    view = build_view(store, cfg)
-    frame, selection = select(view.frame(), rcfg)
-    chosen = frame.index[frame["selected"]].to_numpy()
-    selected = view.table.take(pa.array(chosen, pa.int64()))
-    split_col = pa.array(frame.loc[chosen, "split"].tolist(), pa.string())
-    score_col = pa.array(frame.loc[chosen, "quality_score"].tolist(), pa.float32())
-    log.info("selected %d of %d eligible segments (top %g of %s per %s, %.2f h)",
-             selection["selected"], selection["eligible"], rcfg.fraction, rcfg.unit,
-             "/".join(selection["stratify_by"]), selection["selected_hours"])
+    # An unfinished release of this id (it died before its manifest): its parts and shards are
+    # named by the blocks of that attempt, so clear them rather than leave stale files next to
+    # the new ones. (The code cache is outside the release and stays: codes are deterministic.)
+    leftovers = store.delete_prefix(prefix)
+    if leftovers:
+        log.warning("release %s was started before and did not finish: removed its %d "
+                    "leftover file(s) under %s; writing it again", release_id, leftovers, prefix)
+    with ray_session(cfg):
+        import ray
 
-    # --- codes: from the cache, the rest from the codec ----------------------------------------
-    wanted = set(selected.column("segment_id").to_pylist())
-    cached = read_code_cache(store, cfg.output.uri, codec_version, wanted)
-    have = set(cached.column("segment_id").to_pylist())
-    todo = selected.filter(pc.invert(pc.is_in(selected.column("segment_id"),
-                                              value_set=pa.array(sorted(have), pa.string()))))
-    log.info("codes: %d segments cached for %s, %d to tokenize", len(have), codec_version,
-             todo.num_rows)
-    fresh, failed = _tokenize(todo, cfg) if todo.num_rows else (None, {})
-    cache_file = None
-    if fresh is not None and fresh.num_rows:
-        cache_file = write_code_cache(store, cfg.output.uri, codec_version, release_id, fresh)
-        cached = pa.concat_tables([cached, fresh.select(cached.column_names).cast(cached.schema)])
-
-    # --- shards per split ----------------------------------------------------------------------
-    rows = _shard_rows(selected, split_col, score_col, cached, codec_model, codec_version)
+        # The codec's facts come from its config through transformers (~20 CPU-seconds and
+        # ~300 MB to import): once per dataset and codec version, in a worker, kept next to
+        # the code cache; later releases read that file.
+        info_uri = cache_prefix(layout.root, codec_version) + "codec.json"
+        codec_info = json.loads(store.get(info_uri)) if store.exists(info_uri) else \
+            ray.remote(num_cpus=1)(_codec_info).remote(codec_model)
+        chosen = select_release(cfg, store, layout, release_id, snapshot)
+        log.info("selected %d of %d eligible segments (top %g of %s per %s, %.2f h)",
+                 chosen.summary["selected"], chosen.summary["eligible"], rcfg.fraction,
+                 rcfg.unit, "/".join(chosen.summary["stratify_by"]),
+                 chosen.summary["selected_hours"])
+        tokens = tokenize_and_shard(cfg, layout, release_id, chosen.selected, codec_model,
+                                    tokenizer)
+        selection_files = chosen.write(tokens["failed"])
+        if not isinstance(codec_info, dict):
+            codec_info = ray.get(codec_info)
+            store.put(info_uri, json.dumps(codec_info, sort_keys=True).encode(),
+                      "application/json")
+        # Each run's models, read by a task (a run's summary.json lists every file it wrote).
+        runs = sorted(chosen.view["runs"])
+        models = dict(zip(runs, ray.get([ray.remote(num_cpus=0)(_run_models).remote(
+            cfg.storage, layout.root, r) for r in runs])))
     splits = {}
     for split in SPLITS:
-        part = rows.filter(pc.equal(rows.column("split"), split))
-        shards = write_split_shards(store, prefix, split, part, rcfg.shards.target_mb,
-                                    rcfg.shards.row_group_rows)
-        splits[split] = {"rows": part.num_rows, "shards": shards,
-                         "hours": round(sum(s["hours"] for s in shards), 6)}
-
-    # --- the selection table: every segment of the view and why it was (not) selected ---------
-    if failed:
-        frame.loc[frame["segment_id"].isin(failed), "selected"] = False
-    sel_path = "selection/part-00000.parquet"
-    store.put(prefix + sel_path, _selection_parquet(frame))
-
+        shards = sorted(tokens["shards"].get(split, []), key=lambda e: e["path"])
+        splits[split] = {"rows": sum(e["rows"] for e in shards), "shards": shards,
+                         "hours": round(sum(e["hours"] for e in shards), 6)}
     manifest = {
         "format": RELEASE_FORMAT,
         "release_id": release_id,
@@ -131,22 +132,22 @@ def run_release(cfg: PipelineConfig, release_id: str | None = None,
         "code_version": f"audioverse {__version__}",
         "config": config_path,
         "release_config": asdict(rcfg),
-        "runs": view.runs,
-        "dataset_view": {"recordings": view.recordings, "segments": view.table.num_rows,
-                         "committed_runs": view.committed_runs,
-                         "gone_recordings": view.gone_recordings,
-                         "takedown_recordings": view.takedown_recordings,
-                         "superseded_recordings": view.superseded_recordings},
-        "models": view.run_models,            # per contributing run: role -> name@version
-        "codec": {**_codec_info(codec_model), "untrained": untrained,
+        "runs": runs,
+        "dataset_view": {"recordings": chosen.view["recordings"],
+                         "segments": chosen.summary["segments_in_view"],
+                         "committed_runs": len(snapshot.merged_runs),
+                         "takedown_recordings": chosen.view["takedown_recordings"],
+                         "ledger_version": snapshot.version},
+        "models": models,
+        "codec": {**codec_info, "untrained": untrained,
                   "warning": UNTRAINED_WARNING.format(model=codec_version) if untrained else None},
-        "selection": selection,
-        "selection_files": [sel_path],
-        "tokenized": {"from_cache": len(have), "new": 0 if fresh is None else fresh.num_rows,
-                      "cache_file": cache_file},
-        "excluded": [{"segment_id": k, "reason": v} for k, v in sorted(failed.items())],
+        "selection": chosen.summary,
+        "selection_files": selection_files,
+        "tokenized": {"from_cache": tokens["from_cache"], "new": tokens["new"],
+                      "cache_files": tokens["cache_files"]},
+        "excluded": [{"segment_id": k, "reason": v} for k, v in sorted(tokens["failed"].items())],
         "splits": splits,
-        "rows": rows.num_rows,
+        "rows": sum(s["rows"] for s in splits.values()),
         "hours": round(sum(s["hours"] for s in splits.values()), 6),
     }
     store.put(prefix + MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode(),
@@ -155,82 +156,76 @@ def run_release(cfg: PipelineConfig, release_id: str | None = None,
     return ReleaseResult(0, manifest, prefix)
 
 
-def _tokenize(todo: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str, str]]:
-    """Run the tokenize stage over `todo` with Ray Data; returns (codes rows, failures)."""
-    from pipeline.dag import apply_stage, stage_resources
-
+def tokenize_and_shard(cfg: PipelineConfig, layout: Layout, release_id: str, selected: list,
+                       codec_model, tokenizer=None) -> dict:
+    """The selected rows (`selected[b]`: refs of blocks of the rows of code bucket b) -> codes
+    from the cache (one task per bucket reads only that bucket's cache files), the rest from
+    the codec (actors, on GPUs where configured), then new cache files and shards, all written
+    by workers. Returns the summed stats."""
     import ray
 
-    cols = ["segment_id", "source_uri", "source_etag", "start_sample", "end_sample"]
-    # Ordered by source: a batch then holds whole recordings, decoded once each.
-    todo = todo.select(cols).sort_by([("source_uri", "ascending"), ("segment_id", "ascending")])
-    res = stage_resources(cfg, TokenizeStage)
-    per_block = max(1, res.batch_size)
-    blocks = [todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)]
+    from pipeline.dag import apply_stage, stage_resources
+    from pipeline.ray_session import TASK_CPUS
+
+    stage = tokenizer or TokenizeStage
     kwargs = {"cfg": cfg.release.tokenizer, "models": dict(cfg.models),
               "model_cache_dir": cfg.model_cache_dir, "storage": cfg.storage,
               "decode_cfg": cfg.decode}
+    totals = {"from_cache": 0, "new": 0, "cache_files": [], "shards": {}, "failed": {}}
+    attach = ray.remote(num_cpus=TASK_CPUS, max_retries=3)(_attach_bucket)
 
-    def execute() -> list[pa.Table]:
-        ds = apply_stage(ray.data.from_arrow(blocks), TokenizeStage, kwargs, res,
+    def execute() -> None:
+        refs = [attach.remote(cfg.storage, layout.root, codec_model.label, *blocks)
+                for blocks in selected if blocks]
+        if not refs:
+            return
+        ds = ray.data.from_arrow_refs(refs)
+        ds = apply_stage(ds, stage, kwargs, stage_resources(cfg, stage),
                          whole_blocks=False)
-        out, done, t0 = [], 0, time.monotonic()
-        last = t0
+        ds = ds.map_batches(write_codes_and_shards, fn_kwargs={
+            "storage": cfg.storage, "output_uri": layout.root,
+            "release_prefix": layout.release(release_id), "release_id": release_id,
+            "codec_name": codec_model.name, "codec_version": codec_model.label,
+            "target_mb": cfg.release.shards.target_mb,
+            "row_group_rows": cfg.release.shards.row_group_rows},
+            batch_format="pyarrow", batch_size=None)
+        done, t0, last = 0, time.monotonic(), time.monotonic()
         for batch in stream(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
-            out.append(batch)
-            done += batch.num_rows
+            for text in batch.column("stats").to_pylist():
+                stats = json.loads(text)
+                totals["from_cache"] += stats["from_cache"]
+                totals["new"] += stats["new"]
+                totals["cache_files"] += stats["cache_files"]
+                totals["failed"].update(stats["failed"])
+                for split, entries in stats["shards"].items():
+                    totals["shards"].setdefault(split, []).extend(entries)
+                done += stats["from_cache"] + stats["new"] + len(stats["failed"])
             tick = time.monotonic()
-            if tick - last >= cfg.run.progress_interval_s or done == todo.num_rows:
-                log.info("tokenized %d/%d segments, %.0fs", done, todo.num_rows, tick - t0)
+            if tick - last >= cfg.run.progress_interval_s:
+                log.info("codes: %d segments done, %.0fs", done, tick - t0)
                 last = tick
-        return out
 
-    with ray_session(cfg):
-        out = run_with_worker_retries(execute, cfg.run.worker_failure_attempts, "tokenization")
-    table = pa.concat_tables(out)
-    errors = table.column("tokenize_error")
-    failed = {sid: err for sid, err in zip(table.column("segment_id").to_pylist(),
-                                          errors.to_pylist()) if err}
-    if failed:
+    run_with_worker_retries(execute, cfg.run.worker_failure_attempts, "tokenization")
+    log.info("codes: %d segments from the cache of %s, %d tokenized now", totals["from_cache"],
+             codec_model.label, totals["new"])
+    if totals["failed"]:
         log.warning("%d selected segment(s) could not be tokenized and are left out (see "
-                    "manifest.json `excluded`)", len(failed))
-    return table.filter(pc.is_null(errors)), failed
+                    "manifest.json `excluded`)", len(totals["failed"]))
+    return totals
 
 
-def _shard_rows(selected: pa.Table, split_col: pa.Array, score_col: pa.Array, codes: pa.Table,
-                codec_model, codec_version: str) -> pa.Table:
-    """Selected annotation rows + their codes, as SHARD_SCHEMA (segments without codes are
-    left out: they failed to tokenize)."""
-    base = selected.append_column("split", split_col).append_column("quality_score", score_col)
-    # By hand: Arrow's join does not carry nested columns (event labels, codes).
-    where = {sid: i for i, sid in enumerate(codes.column("segment_id").to_pylist())}
-    ids = base.column("segment_id").to_pylist()
-    keep = [i for i, sid in enumerate(ids) if sid in where]
-    joined = base.take(pa.array(keep, pa.int64()))
-    picked = codes.take(pa.array([where[ids[i]] for i in keep], pa.int64()))
-    for name in ("codes", "num_codebooks", "num_frames"):
-        joined = joined.append_column(name, picked.column(name))
-    labels = joined.column("event_labels").to_pylist()
-    n = joined.num_rows
-    cols = {
-        "event_tags": pa.array([[lab["name"] for lab in (ls or [])] for ls in labels],
-                               pa.list_(pa.string())),
-        "codec_name": pa.array([codec_model.name] * n, pa.string()),
-        "codec_version": pa.array([codec_version] * n, pa.string()),
-        "sample_rate": pa.array([PIPELINE_RATE_HZ] * n, pa.int32()),
-    }
-    arrays = [cols[f.name] if f.name in cols else joined.column(f.name).cast(f.type)
-              for f in SHARD_SCHEMA]
-    return pa.Table.from_arrays(arrays, schema=SHARD_SCHEMA)
+def _run_models(storage, output_uri: str, run_id: str) -> dict:
+    """A Ray task: the models a committed run used, from its summary."""
+    summary = read_summary(ObjectStore(storage, reached=True), Layout(output_uri), run_id)
+    return (summary or {}).get("models", {})
 
 
-def _selection_parquet(frame: pd.DataFrame) -> bytes:
-    data = {}
-    for f in SELECTION_SCHEMA:
-        values = frame[f.name].tolist() if f.name in frame else [None] * len(frame)
-        data[f.name] = pa.array([None if (isinstance(v, float) and v != v) or v is pd.NA
-                                 else v for v in values], f.type)
-    return parquet_bytes(pa.table(data, schema=SELECTION_SCHEMA), SELECTION_SCHEMA, "selection")
+def _attach_bucket(storage, output_uri: str, codec_version: str, *blocks):
+    """A Ray task: the selected rows of one code bucket with their cached codes (null where
+    none)."""
+    import pyarrow as pa
+
+    return attach_cached_codes(pa.concat_tables(blocks), storage, output_uri, codec_version)
 
 
 def _codec_info(resolved) -> dict:

@@ -11,10 +11,9 @@ def format_release(m: dict, prefix: str, already_released: bool = False) -> str:
         lines.append(f"  !! {m['codec']['warning']}")
     lines += [
         f"  dataset view      {view['segments']} segments of {view['recordings']} live "
-        f"recordings, latest annotations from {len(m['runs'])} of "
-        f"{view.get('committed_runs', len(m['runs']))} committed run(s); "
-        f"{view['gone_recordings']} recordings gone from the source, "
-        f"{view.get('takedown_recordings', 0)} taken down",
+        f"recordings (ledger v{view.get('ledger_version', '-')}), latest annotations from "
+        f"{len(m['runs'])} of {view.get('committed_runs', len(m['runs']))} committed run(s); "
+        f"{view.get('takedown_recordings', 0)} more in the takedown list left out",
         f"  eligible          {sel['eligible']} ({sel['duplicates']} exact duplicates left out)",
     ]
     for gate, n in sel["not_eligible_by_gate"].items():
@@ -38,5 +37,5 @@ def format_release(m: dict, prefix: str, already_released: bool = False) -> str:
     for split, info in m["splits"].items():
         lines.append(f"    {split:<11} {info['rows']:>5} rows  {info['hours'] * 60:8.2f} min  "
                      f"{len(info['shards'])} shard(s)")
-    lines.append("    selection/part-00000.parquet, manifest.json")
+    lines.append(f"    selection/ ({len(m['selection_files'])} files), manifest.json")
     return "\n".join(lines)

@@ -18,7 +18,9 @@
   ledger/current.json                   the compacted ledger: which version, counts by state
   ledger/v<version>/bucket-<b>.parquet  latest state of every source, by hash of its URI
   releases/<release_id>/                a release; manifest.json written last
-  codes/<codec key>/                    the code cache of one codec version
+  codes/<codec key>/                    the code cache of one codec version:
+    bucket-<b>/part-<release>-<n>.parquet codes by a hash of the segment id (written by workers)
+    codec.json                            the codec's rate, frame rate and codebooks
 ```
 
 A partition is a set of objects of one ledger bucket that goes through the DAG as one block:
@@ -69,6 +71,11 @@ class Layout:
     def part_key(table: str, partition: str) -> str:
         """A run's file of one partition, relative to the run (as summary.json lists it)."""
         return f"{table}/part-{partition}.parquet"
+
+    @staticmethod
+    def bucket_parts_key(table: str, bucket: int) -> str:
+        """The prefix (relative to the run) of a run's files of one ledger bucket's partitions."""
+        return f"{table}/part-{bucket:04d}-"
 
     @staticmethod
     def marks_key(bucket: int) -> str:

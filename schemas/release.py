@@ -3,15 +3,16 @@ release read. One place, so the writer, the reader and the audit agree.
 
 Layout under `<output.uri>/releases/<release_id>/`:
 
-    selection/part-00000.parquet  every segment of the dataset view with its quality columns,
+    selection/part-*.parquet      every segment of the dataset view with its quality columns,
                                   eligibility, duplicate link, stratum, split and `selected`
-    train/shard-00000.parquet     the selected segments of each split with their codes
-    validation/shard-00000.parquet
-    test/shard-00000.parquet
+                                  (one part per block of the distributed selection)
+    train/shard-*.parquet         the selected segments of each split with their codes (each
+    validation/shard-*.parquet    worker writes the shards of the rows it holds)
+    test/shard-*.parquet
     manifest.json                 written last: lists every shard (rows, hours, bytes, sha256),
                                   the config, model and code versions and the runs used
 
-and codes are cached across releases under `<output.uri>/codes/<codec_version>/`.
+and codes are cached across releases under `<output.uri>/codes/<codec key>/bucket-<b>/`.
 """
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ SELECTION_FIELDS = [
     pa.field("duration_s", pa.float64()),
     pa.field("drop_reason", pa.string()),
     pa.field("audio_sha256", pa.string()),
+    # The annotation schema version the row was read from (schemas/tables.py SCHEMA_VERSION):
+    # a column added after it reads as null (e.g. audio_sha256 before 5: no duplicate check).
+    pa.field("schema_version", pa.int32()),
     *QUALITY_FIELDS,
     pa.field("duplicate_of", pa.string()),       # segment id of the copy that was kept
     pa.field("stratum", pa.string()),            # e.g. "speech" or "speech/en" (stratified)

@@ -198,7 +198,6 @@ def test_incremental_nights_ledger_status_and_dry_run(store, s3_client, ray_runt
     night3 = run_pipeline(cfg2, run_id="n3")
     assert night3.summary["inputs"] == 0 and night3.summary["sources"]["unchanged"] == 2
 
-    from pipeline.dataset_view import build_view
     from pipeline.ledger import latest_rows, latest_states, read_bucket, read_snapshot
     from schemas.layout import Layout
 
@@ -213,10 +212,13 @@ def test_incremental_nights_ledger_status_and_dry_run(store, s3_client, ray_runt
         "random_bytes.wav": "rejected", "hash#frag.wav": "takedown",
         "sp ace \u00fc?.wav": "takedown"}
     assert by_key["card1.wav"]["run_id"] == "n2"  # the changed object's new version
-    view = build_view(store, cfg2)
-    assert {u.rsplit("/", 1)[-1] for u in view.table.column("source_uri").to_pylist()} == \
+    # The release's view: the annotated sources of the ledger, nothing deleted or taken down.
+    from pipeline.release_select import collect_view
+
+    view = collect_view(cfg2, store, layout)
+    assert {u.rsplit("/", 1)[-1] for u in view.column("source_uri").to_pylist()} == \
         {"card1.wav"}
-    assert view.takedown_recordings == 1
+    assert set(view.column("run_id").to_pylist()) == {"n2"}
 
     assert main(["status", str(LOCAL_CONFIG), "--json",
                  *sum([["--set", o] for o in overrides(out, raw=raw)], [])]) == 0
