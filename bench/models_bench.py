@@ -32,7 +32,7 @@ def corpus(seconds: float) -> list[np.ndarray]:
 
 
 def timed(fn, clips) -> float:
-    fn(clips[0])  # warm-up: lazy init, JIT compilation (numba in librosa's pYIN)
+    fn(clips[0])  # warm-up: lazy init, imports, JIT compilation
     t0 = time.perf_counter()
     for clip in clips:
         fn(clip)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         ("events: PANNs Cnn14 (seeded weights)", lambda a: panns.frame_scores(a)),
         (f"speakers: {encoder.model_label}", lambda a: encoder.embed_windows(a, cfg.speakers.hop_s)),
         ("measures: SNR + loudness (pyloudnorm)", lambda a: (snr_db(a), loudness_lufs(a))),
-        ("measures: pitch (librosa pYIN)", lambda a: pitch_stats(a, 60, 500)),
+        ("measures: pitch (WORLD DIO)", lambda a: pitch_stats(a, 60, 500)),
     ]
     print(f"{len(clips)} clips, {audio_s:.1f} s of audio, 1 thread per model\n")
     print(f"{'model':52s} {'seconds':>8s} {'x real time':>12s}")

@@ -132,6 +132,8 @@ def planted_bad_files() -> list[StagedFile]:
     rng = np.random.default_rng(7)
     flac = encode(read_audio(LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0870.wav"), "flac")
     quiet = (rng.standard_normal(RATE * 3) * 10 ** (-75 / 20)).astype(np.float32)  # -75 dBFS hiss
+    speech_wav = encode(read_audio(LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0870.wav"),
+                        "wav")
     return [
         StagedFile("bad/empty.wav", b""),
         StagedFile("bad/random_bytes.wav", rng.bytes(48_000)),
@@ -140,7 +142,20 @@ def planted_bad_files() -> list[StagedFile]:
         StagedFile("bad/readme.txt", b"notes that were uploaded by mistake\n"),
         StagedFile("bad/digital_silence.wav", encode(np.zeros(RATE * 3, np.float32), "wav")),
         StagedFile("bad/near_silence.flac", encode(quiet, "flac")),
+        # WAV headers that declare more audio than the object holds (FFmpeg would clamp them
+        # and decode what is there as an ordinary, shorter recording)
+        StagedFile("bad/header_claims_2gib.wav", _declare_wav_data(speech_wav, 2**31)[:1000]),
+        StagedFile("bad/header_claims_20s.wav",
+                   _declare_wav_data(speech_wav[:44 + 2 * RATE * 5 // 2], 2 * RATE * 20)),
+        # one constant value for 5 s: a level, but no sound
+        StagedFile("bad/dc_only.wav", encode(np.full(RATE * 5, 0.25, np.float32), "wav")),
     ]
+
+
+def _declare_wav_data(wav: bytes, size: int) -> bytes:
+    """`wav` with its data chunk's declared size replaced by `size`."""
+    at = wav.index(b"data", 12)
+    return wav[:at + 4] + size.to_bytes(4, "little") + wav[at + 8:]
 
 
 def odd_files() -> list[StagedFile]:

@@ -44,5 +44,9 @@ def load_asr_system(name: str, model: ResolvedModel, *, device: str = "cpu",
         from model_serving.pocketsphinx_asr import PocketSphinxSystem
 
         return PocketSphinxSystem(name, model)
+    if model.family == "moonshine-onnx":
+        from model_serving.moonshine_asr import MoonshineSystem
+
+        return MoonshineSystem(name, model, cpu_threads=cpu_threads)
     raise ValueError(f"ASR system '{name}': model '{model.name}' has family '{model.family}', "
-                     f"which has no adapter (known: whisper-ct2, pocketsphinx)")
+                     f"which has no adapter (known: whisper-ct2, pocketsphinx, moonshine-onnx)")

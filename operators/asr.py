@@ -16,7 +16,7 @@ import logging
 import pyarrow as pa
 
 from operators.audio import from_bytes
-from operators.base import ModelStage, model_identity, rows_to_table
+from operators.base import ModelStage, model_identity
 from schemas import reasons
 from schemas.config import AsrConfig, StageResources
 from schemas.tables import ASR_FIELDS, DROP_FIELDS
@@ -49,6 +49,7 @@ class _TimedSystem:
 
 class AsrStage(ModelStage):
     name = "asr"
+    config_section = "asr"
     requires = ("content_type", "audio", "drop_reason", "reject_reason", "segment_id")
     adds = pa.schema(ASR_FIELDS + DROP_FIELDS)
     # The costly stage; on a cluster, override with num_gpus and a larger pool.
@@ -97,7 +98,7 @@ class AsrStage(ModelStage):
                           detect=timed is detector and self.cfg.language is None)
         for i in todo:
             rows[i]["asr_voter_count"] = len(rows[i]["asr_voters"])
-        return rows_to_table(rows, self.output_schema(batch.schema))
+        return self.to_table(rows, batch)
 
     def _detector(self) -> _TimedSystem:
         for timed in self.systems:
@@ -124,9 +125,9 @@ class AsrStage(ModelStage):
                 return
             for i in idx:
                 log.warning("%s failed on %s: %s", system.name, rows[i]["segment_id"], exc)
-                rows[i].update(drop_stage=self.name, drop_reason=reasons.ASR_ERROR,
-                               drop_detail=f"ASR system {system.name} ({system.model_label}) "
-                                           f"failed: {type(exc).__name__}: {exc}")
+                self.drop(rows[i], reasons.ASR_ERROR,
+                          f"ASR system {system.name} ({system.model_label}) failed: "
+                          f"{type(exc).__name__}: {exc}")
             return
         for i, hyp in zip(idx, results):
             row = rows[i]

@@ -30,7 +30,9 @@ class Stage:
     requires: ClassVar[tuple[str, ...]] = ()
     adds: ClassVar[pa.Schema] = pa.schema([])
     consumes: ClassVar[tuple[str, ...]] = ()  # input columns the stage does not pass on
-    uses_model: ClassVar[bool] = False          # actors (model loaded once) vs. plain tasks
+    # A pool of long-lived actors (models, HTTP pools, breakers set up once per worker) rather
+    # than plain tasks that may start afresh for any batch.
+    runs_as_actor: ClassVar[bool] = False
     per_recording: ClassVar[bool] = False       # needs every segment of a recording per batch
     # Rows of rejected recordings go through untouched, and a batch of nothing else skips the
     # stage (no model load for a batch of corrupt files); a stage that must see them says no.
@@ -39,6 +41,12 @@ class Stage:
 
     def __init__(self) -> None:
         self._ready = False
+
+    @classmethod
+    def config_kwargs(cls, cfg: PipelineConfig, storage: StorageConfig, caption=None) -> dict:
+        """The constructor arguments of this stage in a night's DAG (pipeline/dag.py), from the
+        config; `caption` is the resolved caption endpoint, for the stage that needs it."""
+        raise NotImplementedError(f"stage '{cls.name}' does not say how to build it from a config")
 
     @classmethod
     def outcome_settings(cls, cfg: PipelineConfig) -> dict:
@@ -51,7 +59,31 @@ class Stage:
         """Load models and clients. Runs once per worker, on the first batch."""
 
     def process(self, batch: pa.Table) -> pa.Table:
+        """Default: `process_row` on every row. Stages that batch model calls override this."""
+        out: list[dict] = []
+        for row in batch.to_pylist():
+            more = self.process_row(row)
+            if more is None:
+                out.append(row)
+            else:
+                out.extend(more)
+        return self.to_table(out, batch)
+
+    def process_row(self, row: dict) -> list[dict] | None:
+        """Update `row` in place (None), or return the rows that replace it (fan-out)."""
         raise NotImplementedError
+
+    def to_table(self, rows: list[dict], batch: pa.Table) -> pa.Table:
+        """Python rows back into this stage's output schema for `batch`."""
+        return rows_to_table(rows, self.output_schema(batch.schema))
+
+    def drop(self, row: dict, reason: str, detail: str) -> bool:
+        """Mark `row` dropped here, unless an earlier stage dropped it: the first drop wins, so
+        a row names the stage that found what is wrong first. True if this drop was recorded."""
+        if row.get("drop_reason") is not None:
+            return False
+        row.update(drop_stage=self.name, drop_reason=reason, drop_detail=detail)
+        return True
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         missing = [c for c in self.requires if c not in batch.column_names]
@@ -85,7 +117,13 @@ class ModelStage(Stage):
     """A row stage with models: it runs in actors, and resolves its models (by registry name,
     from its config section) in `setup`, i.e. once per worker."""
 
-    uses_model = True
+    runs_as_actor = True
+    config_section: ClassVar[str] = ""           # its section of PipelineConfig
+
+    @classmethod
+    def config_kwargs(cls, cfg: PipelineConfig, storage: StorageConfig, caption=None) -> dict:
+        return {"cfg": getattr(cfg, cls.config_section), "models": dict(cfg.models),
+                "model_cache_dir": cfg.model_cache_dir, "storage": storage}
 
     def __init__(self, cfg, models: dict[str, ModelEntry], model_cache_dir: str,
                  storage: StorageConfig | None = None):

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from model_serving.chat_client import ChatClient, EndpointDown, EndpointError
 from model_serving.resilience import CallStats, CircuitBreaker, RetryPolicy, call_with_retries
-from operators.base import Stage, model_identity, rows_to_table
+from operators.base import Stage, model_identity
 from operators.caption_parse import parse_reply
 from operators.caption_prompt import build_messages
 from operators.logs import stage_logger
@@ -127,8 +127,14 @@ class CaptionStage(Stage):
     adds = pa.schema(CAPTION_FIELDS + DROP_FIELDS)
     # An actor: it keeps the HTTP pool and the circuit breaker across batches. It mostly waits
     # on the endpoint, so it claims little CPU; `caption.concurrency` sets requests in flight.
-    uses_model = True
+    runs_as_actor = True
     resources = StageResources(num_cpus=0.25, concurrency=1, batch_size=16)
+
+    @classmethod
+    def config_kwargs(cls, cfg, storage, caption=None):
+        return {"cfg": cfg.caption, "endpoint_url": caption.url if caption else None,
+                "model_label": caption.model_label if caption else None,
+                "storage": storage, "decode_cfg": cfg.decode}
 
     @classmethod
     def outcome_settings(cls, cfg):
@@ -175,8 +181,8 @@ class CaptionStage(Stage):
         audio, unreadable = self._segment_audio(rows, todo) if self.hears_audio and todo \
             else ({}, {})
         for i, why in unreadable.items():
-            rows[i].update(drop_stage=self.name, drop_reason=reasons.CAPTION_ERROR,
-                           drop_detail=f"the segment audio could not be read again: {why}")
+            self.drop(rows[i], reasons.CAPTION_ERROR,
+                      f"the segment audio could not be read again: {why}")
         futures = {i: self.pool.submit(self._caption, rows[i], audio.get(i))
                    for i in todo if i not in unreadable}
         try:
@@ -186,7 +192,7 @@ class CaptionStage(Stage):
             for fut in futures.values():
                 fut.cancel()
             raise
-        return rows_to_table(rows, self.output_schema(batch.schema))
+        return self.to_table(rows, batch)
 
     def _caption(self, row: dict, audio: np.ndarray | None) -> dict:
         source = SOURCE_AUDIO if self.hears_audio else SOURCE_FEATURES

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from model_serving.audioset import MUSIC_MIDS, SPEECH_MIDS
 from operators.audio import from_bytes
-from operators.base import ModelStage, model_identity, rows_to_table, section
+from operators.base import ModelStage, model_identity, section
 from schemas.config import EventsConfig, StageResources
 from schemas.tables import EVENT_FIELDS
 
@@ -55,6 +55,7 @@ class EventsStage(ModelStage):
     """segment rows -> the same rows + EVENT_FIELDS, content_type refined."""
 
     name = "events"
+    config_section = "events"
     requires = ("audio", "content_type", "reject_reason")
     adds = pa.schema(EVENT_FIELDS)
     # YAMNet int8 runs ~4 ms per 0.96 s patch on one thread: one small actor keeps up with ASR.
@@ -75,17 +76,14 @@ class EventsStage(ModelStage):
                                         device=self.cfg.device,
                                         work_dir=Path(self.registry.cache_dir))
 
-    def process(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        for row in rows:
-            if row["reject_reason"] is not None:
-                continue
-            audio = from_bytes(row["audio"])
-            if audio.size == 0:
-                continue
-            summary = summarise(self.tagger.frame_scores(audio), self.tagger.classes, self.cfg)
-            row.update(summary, vad_content_type=row["content_type"],
-                       event_model=self.tagger.model_label,
-                       content_type=refine_content_type(row["content_type"], summary,
-                                                        self.cfg.music_share))
-        return rows_to_table(rows, self.output_schema(batch.schema))
+    def process_row(self, row: dict) -> None:
+        if row["reject_reason"] is not None:
+            return
+        audio = from_bytes(row["audio"])
+        if audio.size == 0:
+            return
+        summary = summarise(self.tagger.frame_scores(audio), self.tagger.classes, self.cfg)
+        row.update(summary, vad_content_type=row["content_type"],
+                   event_model=self.tagger.model_label,
+                   content_type=refine_content_type(row["content_type"], summary,
+                                                    self.cfg.music_share))

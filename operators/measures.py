@@ -1,6 +1,9 @@
 """Signal measures stage: per segment SNR, loudness, peak, clipping, DC offset, bandwidth (from
-the native-rate track kept by decoding) and, on speech, pitch. Runs on speech and non-speech
-segments alike, before the models, so that clipped audio is dropped before anything costly.
+the native-rate track kept by decoding) and, on speech, pitch (operators/pitch.py). Peak,
+clipping and loudness come from the segment's piece of the source channels' level track
+(operators/levels.py) when decoding made one; the rest from the 16 kHz mono mix. Runs on speech
+and non-speech segments alike, before the models, so that clipped audio is dropped before
+anything costly.
 
 Every measure is a value or null, never an exception: empty or very short audio, near-silence,
 DC offset, NaN/inf samples and clipping all give numbers (or null where a measure is undefined,
@@ -13,18 +16,19 @@ import pyarrow as pa
 
 from operators.audio import EPS, from_bytes, peak_dbfs, to_bytes
 from operators.bandwidth import segment_bandwidth
-from operators.base import Stage, rows_to_table, section
+from operators.base import Stage, section
+from operators.levels import segment_levels
+from operators.pitch import pitch_stats  # WORLD DIO + StoneMask; re-exported here
 from schemas import reasons
 from schemas.config import MeasuresConfig, StageResources
-from schemas.tables import MEASURE_FIELDS, NATIVE_TRACK_FIELD, PIPELINE_RATE_HZ
+from schemas.tables import (LEVEL_TRACK_FIELD, MEASURE_FIELDS, NATIVE_TRACK_FIELD,
+                            PIPELINE_RATE_HZ)
 
 RATE = PIPELINE_RATE_HZ
 SNR_FRAME = 320               # 20 ms
 NOISE_QUANTILE = 0.1          # the quietest 10% of frames are taken as the noise floor
 SNR_RANGE_DB = (-10.0, 100.0)
 LOUDNESS_MIN_S = 0.4          # one BS.1770 gating block
-PITCH_FRAME, PITCH_HOP = 1024, 512
-MIN_VOICED_FRAMES = 3
 
 
 def finite(audio: np.ndarray) -> np.ndarray:
@@ -64,30 +68,19 @@ def clipped_ratio(audio: np.ndarray, level: float) -> float:
     return float(np.count_nonzero(np.abs(audio) >= level) / audio.size)
 
 
-def pitch_stats(audio: np.ndarray, fmin: float, fmax: float) -> tuple[float | None, ...]:
-    """(mean Hz, std Hz, voiced fraction) by pYIN; None where fewer than 3 frames are voiced."""
-    import librosa
-
-    if audio.size < PITCH_FRAME:
-        return None, None, None
-    f0, voiced, _ = librosa.pyin(audio, fmin=fmin, fmax=fmax, sr=RATE,
-                                 frame_length=PITCH_FRAME, hop_length=PITCH_HOP)
-    values = f0[voiced & np.isfinite(f0)]
-    fraction = float(np.mean(voiced)) if voiced.size else None
-    if values.size < MIN_VOICED_FRAMES:
-        return None, None, fraction
-    return float(np.mean(values)), float(np.std(values)), fraction
-
-
 class MeasuresStage(Stage):
     """segment rows -> the same rows + MEASURE_FIELDS; clipped segments get drop_reason
-    `clipping`. Consumes the native bandwidth track."""
+    `clipping`. Consumes the native bandwidth track and the level track."""
 
     name = "measures"
     requires = ("audio", "content_type", "start_s", "end_s", "drop_reason", "reject_reason")
     adds = pa.schema(MEASURE_FIELDS)
-    consumes = (NATIVE_TRACK_FIELD.name,)
+    consumes = (NATIVE_TRACK_FIELD.name, LEVEL_TRACK_FIELD.name)
     resources = StageResources(num_cpus=0.5, concurrency=1, batch_size=8)
+
+    @classmethod
+    def config_kwargs(cls, cfg, storage, caption=None):
+        return {"cfg": cfg.measures}
 
     @classmethod
     def outcome_settings(cls, cfg):
@@ -103,22 +96,23 @@ class MeasuresStage(Stage):
 
         self._meter = pyloudnorm.Meter(RATE)
 
-    def process(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        for row in rows:
-            track = row.pop(NATIVE_TRACK_FIELD.name, None)
-            if row["reject_reason"] is not None:
-                continue
-            audio = finite(from_bytes(row["audio"]))
-            row.update(self.measure(row, audio, track))
-            # the models downstream see the audio without its DC offset
-            row["audio"] = to_bytes(audio - np.float32(row["dc_offset"]))
-            if (row["clipped_ratio"] > self.cfg.max_clipped_ratio and row["drop_reason"] is None):
-                row.update(drop_stage=self.name, drop_reason=reasons.CLIPPING,
-                           drop_detail=f"{row['clipped_ratio']:.1%} of samples at or above "
-                                       f"{self.cfg.clip_level} of full scale (limit "
-                                       f"{self.cfg.max_clipped_ratio:.1%})")
-        return rows_to_table(rows, self.output_schema(batch.schema))
+    def process_row(self, row: dict) -> None:
+        track = row.pop(NATIVE_TRACK_FIELD.name, None)
+        levels = segment_levels(row.pop(LEVEL_TRACK_FIELD.name, None))
+        if row["reject_reason"] is not None:
+            return
+        audio = finite(from_bytes(row["audio"]))
+        row.update(self.measure(row, audio, track))
+        if levels is not None:
+            # peak, clipping and loudness of the source channels as recorded, not of the mono
+            # mix the models hear (operators/levels.py)
+            row.update(levels)
+        # the models downstream see the audio without its DC offset
+        row["audio"] = to_bytes(audio - np.float32(row["dc_offset"]))
+        if row["clipped_ratio"] > self.cfg.max_clipped_ratio:
+            self.drop(row, reasons.CLIPPING,
+                      f"{row['clipped_ratio']:.1%} of samples at or above {self.cfg.clip_level} "
+                      f"of full scale (limit {self.cfg.max_clipped_ratio:.1%})")
 
     def measure(self, row: dict, audio: np.ndarray, track: bytes | None) -> dict:
         """Peak and clipping on the audio as recorded; level measures without its DC offset."""

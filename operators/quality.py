@@ -16,6 +16,19 @@ from schemas.config import QualityConfig
 COMPONENTS = ("agreement", "confidence", "snr", "content", "clipping", "duration", "caption")
 
 
+# Since schema 7, asr_agreement is the independent support of the selected transcript (1 - the
+# error of its closest confirmation by another model family). Before, it was 1 - the mean
+# pairwise error of all systems, which one wrong system pulls down whatever the others agree on.
+# The score uses only the new meaning: for older rows the component is left out (its weight
+# goes to the others) until they are re-annotated; the min_agreement gate still applies.
+SUPPORT_SCHEMA_VERSION = 7
+
+
+def agreement_is_support(row: dict) -> bool:
+    version = row.get("schema_version")
+    return version is None or int(version) >= SUPPORT_SCHEMA_VERSION
+
+
 def _ramp(value: float, low: float, high: float) -> float:
     if high <= low:
         return 1.0 if value >= high else 0.0
@@ -36,7 +49,7 @@ def components(row: dict, cfg: QualityConfig) -> dict[str, Optional[float]]:
     ctype = row.get("content_type")
     speech = ctype == "speech"
     out: dict[str, Optional[float]] = dict.fromkeys(COMPONENTS)
-    if speech and row.get("asr_agreement") is not None:
+    if speech and row.get("asr_agreement") is not None and agreement_is_support(row):
         out["agreement"] = min(1.0, max(0.0, float(row["asr_agreement"])))
     if speech and row.get("asr_confidence") is not None:
         out["confidence"] = min(1.0, max(0.0, float(row["asr_confidence"])))

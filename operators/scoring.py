@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from operators.quality import COMPONENTS
+from operators.quality import COMPONENTS, SUPPORT_SCHEMA_VERSION
 from schemas.config import ReleaseConfig, SplitConfig
 
 SHARE = {"speech": "speech_fraction", "music": "music_fraction", "sound": "noise_fraction"}
@@ -76,6 +76,9 @@ def score_table(view: pa.Table, cfg: ReleaseConfig) -> pa.Table:
     parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     agreement, has = _f64(view, "asr_agreement")
+    if "schema_version" in view.column_names:   # see quality.agreement_is_support
+        version, has_version = _f64(view, "schema_version")
+        has &= ~has_version | (version >= SUPPORT_SCHEMA_VERSION)
     parts["agreement"] = (np.minimum(1.0, np.maximum(0.0, agreement)), speech & has)
     confidence, has = _f64(view, "asr_confidence")
     parts["confidence"] = (np.minimum(1.0, np.maximum(0.0, confidence)), speech & has)

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from operators.audio import from_bytes
-from operators.base import ModelStage, Stage, model_identity, rows_to_table
+from operators.base import ModelStage, Stage, model_identity
 from schemas.config import SpeakersConfig, StageResources
 from schemas.tables import SPEAKER_EMBEDDINGS_FIELD, SPEAKER_FIELDS
 
@@ -49,6 +49,7 @@ class SpeakerEmbedStage(ModelStage):
     """segment rows -> + `speaker_embeddings` (speech segments of at least min_segment_s)."""
 
     name = "speaker_embed"
+    config_section = "speakers"
     requires = ("audio", "content_type", "duration_s", "reject_reason")
     adds = pa.schema(EMBED_FIELDS)
     # The GE2E LSTM runs at ~100x real time on one thread.
@@ -67,17 +68,14 @@ class SpeakerEmbedStage(ModelStage):
         self.encoder = load_speaker_encoder(self.registry.resolve(self.cfg.model),
                                             cpu_threads=self.cfg.cpu_threads)
 
-    def process(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        for row in rows:
-            if (row["reject_reason"] is not None or row["content_type"] != "speech"
-                    or row["duration_s"] < self.cfg.min_segment_s):
-                continue
-            windows = self.encoder.embed_windows(from_bytes(row["audio"]), self.cfg.hop_s)
-            if len(windows):
-                row["speaker_embeddings"] = windows.tolist()
-                row["speaker_model"] = self.encoder.model_label
-        return rows_to_table(rows, self.output_schema(batch.schema))
+    def process_row(self, row: dict) -> None:
+        if (row["reject_reason"] is not None or row["content_type"] != "speech"
+                or row["duration_s"] < self.cfg.min_segment_s):
+            return
+        windows = self.encoder.embed_windows(from_bytes(row["audio"]), self.cfg.hop_s)
+        if len(windows):
+            row["speaker_embeddings"] = windows.tolist()
+            row["speaker_model"] = self.encoder.model_label
 
 
 class SpeakerClusterStage(Stage):
@@ -91,6 +89,10 @@ class SpeakerClusterStage(Stage):
     adds = pa.schema([f for f in SPEAKER_FIELDS if f.name != "speaker_model"])
     consumes = (SPEAKER_EMBEDDINGS_FIELD.name,)
     resources = StageResources(num_cpus=0.25, concurrency=1, batch_size=1)
+
+    @classmethod
+    def config_kwargs(cls, cfg, storage, caption=None):
+        return {"cfg": cfg.speakers}
 
     @classmethod
     def outcome_settings(cls, cfg):
@@ -112,7 +114,7 @@ class SpeakerClusterStage(Stage):
             self._assign(group)
         for row in rows:
             row.pop(SPEAKER_EMBEDDINGS_FIELD.name, None)
-        return rows_to_table(rows, self.output_schema(batch.schema))
+        return self.to_table(rows, batch)
 
     def _assign(self, rows: list[dict]) -> None:
         owners, chunks = [], []

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from operators.base import ModelStage, rows_to_table
+from operators.base import ModelStage
 from schemas.config import DecodeConfig, StageResources, StorageConfig, TokenizerConfig
 from schemas.release import CODES_TYPE
 
@@ -87,4 +87,4 @@ class TokenizeStage(ModelStage):
         for i, row in enumerate(rows):
             row["codec_version"] = self.codec.info.version
             row["tokenize_error"] = errors.get(i)
-        return rows_to_table(rows, self.output_schema(batch.schema))
+        return self.to_table(rows, batch)

@@ -1,5 +1,5 @@
-"""Text-space comparison of ASR hypotheses: normalisation, pairwise WER/CER, agreement, and the
-selected transcript (ROVER-lite: the hypothesis closest to all the others).
+"""Text-space comparison of ASR hypotheses: normalisation, pairwise WER/CER, and the selected
+transcript with the independent systems that support it (`support`).
 
 Normalisation makes systems comparable, not pretty: Unicode NFKC and case folding, punctuation
 removed (hyphens and slashes become spaces), numbers written as words ("4" and "four" agree),
@@ -74,19 +74,36 @@ def symmetric_error(a: str, b: str, by_chars: bool) -> float:
 
 
 @dataclass(frozen=True)
-class Agreement:
+class Support:
+    """How independent systems back the selected hypothesis (see `support`)."""
+
     selected: int                 # index of the selected hypothesis
-    agreement: float              # 1 - mean pairwise error (WER or CER), in [0, 1]
-    mean_wer: float
+    agreement: float | None       # 1 - error of the independent confirmation; None: no family
+                                  # besides the selected one's could vote
+    supporters: tuple[int, ...]   # other hypotheses within the error threshold of the selected
+    dissent: tuple[tuple[int, float], ...]   # (index, error to the selected) of the others
+    families: int                 # distinct families among the selected and its supporters
+    mean_wer: float               # mean pairwise WER / CER over all voters (for the record)
     mean_cer: float
     unit: str                     # words | chars
 
 
-def agree(normalised: list[str], no_space: bool) -> Agreement:
-    """Pairwise comparison of >= 2 normalised hypotheses; ties go to the earlier system."""
+def support(normalised: list[str], families: list[str], no_space: bool, max_error: float,
+            min_families: int = 2) -> Support:
+    """Select the hypothesis that independent systems confirm best.
+
+    A candidate's support score is 1 - the error of its confirmation: for each other model
+    family, the error of that family's closest hypothesis to the candidate; the (min_families-1)
+    -th smallest of those is the confirmation (with min_families=2: the closest hypothesis of
+    any other family). Hypotheses of the candidate's own family never confirm it: Whisper base
+    and Whisper tiny.en share training data and fail alike. The selected hypothesis has the
+    highest score; ties go to the one closest to all others, then to the earlier system (the
+    configured order). Systems further than `max_error` from the selected are its dissent:
+    recorded, but they cannot veto a transcript that others confirm.
+    """
     n = len(normalised)
-    if n < 2:
-        raise ValueError("agreement needs at least two hypotheses")
+    if n < 2 or len(families) != n:
+        raise ValueError("support needs at least two hypotheses, each with its family")
     wer = [[0.0] * n for _ in range(n)]
     cer = [[0.0] * n for _ in range(n)]
     for i in range(n):
@@ -94,13 +111,30 @@ def agree(normalised: list[str], no_space: bool) -> Agreement:
             wer[i][j] = wer[j][i] = symmetric_error(normalised[i], normalised[j], False)
             cer[i][j] = cer[j][i] = symmetric_error(normalised[i], normalised[j], True)
     main = cer if no_space else wer
-    distance = [sum(row) for row in main]
-    selected = min(range(n), key=lambda i: (distance[i], i))
+    need = max(0, min_families - 1)
+
+    def score(i: int) -> float | None:
+        best: dict[str, float] = {}
+        for j in range(n):
+            if families[j] != families[i]:
+                best[families[j]] = min(best.get(families[j], 1.0), main[i][j])
+        if len(best) < need:
+            return None
+        return 1.0 - sorted(best.values())[need - 1] if need else 1.0
+
+    scores = [score(i) for i in range(n)]
+    selected = min(range(n), key=lambda i: (-(scores[i] if scores[i] is not None else -1.0),
+                                            sum(main[i]), i))
+    others = [j for j in range(n) if j != selected]
+    supporters = tuple(j for j in others if main[selected][j] <= max_error)
+    dissent = tuple((j, main[selected][j]) for j in others if main[selected][j] > max_error)
     pairs = n * (n - 1) / 2
-    mean_main = sum(main[i][j] for i in range(n) for j in range(i + 1, n)) / pairs
-    return Agreement(
+    return Support(
         selected=selected,
-        agreement=max(0.0, 1.0 - mean_main),
+        agreement=scores[selected],
+        supporters=supporters,
+        dissent=dissent,
+        families=len({families[selected]} | {families[j] for j in supporters}),
         mean_wer=sum(wer[i][j] for i in range(n) for j in range(i + 1, n)) / pairs,
         mean_cer=sum(cer[i][j] for i in range(n) for j in range(i + 1, n)) / pairs,
         unit="chars" if no_space else "words",

@@ -13,11 +13,13 @@ import numpy as np
 import pyarrow as pa
 
 from operators.audio import from_bytes, rms_dbfs, to_bytes
-from operators.base import ModelStage, model_identity, rows_to_table, section
+from operators.base import ModelStage, model_identity, section
+from operators.levels import slice_track
 from operators.segmenting import FRAME, RATE, plan_segments
 from schemas import reasons
 from schemas.config import SegmentConfig, StageResources
-from schemas.tables import AUDIO_FIELD, DROP_FIELDS, RECORDING_AUDIO_FIELD, SEGMENT_FIELDS
+from schemas.tables import (AUDIO_FIELD, DROP_FIELDS, LEVEL_TRACK_FIELD, RECORDING_AUDIO_FIELD,
+                            SEGMENT_FIELDS)
 
 
 def segment_id(recording_id: str, index: int) -> str:
@@ -26,6 +28,7 @@ def segment_id(recording_id: str, index: int) -> str:
 
 class VadSegmentStage(ModelStage):
     name = "vad"
+    config_section = "segment"
     requires = ("recording_id", "reject_reason", "recording_audio")
     adds = pa.schema(SEGMENT_FIELDS + DROP_FIELDS + [AUDIO_FIELD])
     consumes = (RECORDING_AUDIO_FIELD.name,)
@@ -46,15 +49,11 @@ class VadSegmentStage(ModelStage):
         self.vad = SileroVad(resolved)
         self.model_label = resolved.label
 
-    def process(self, batch: pa.Table) -> pa.Table:
-        out: list[dict] = []
-        for row in batch.to_pylist():
-            audio_bytes = row.pop("recording_audio", None)
-            if row["reject_reason"] is not None:
-                out.append(row)
-                continue
-            out.extend(self._segments(row, from_bytes(audio_bytes)))
-        return rows_to_table(out, self.output_schema(batch.schema))
+    def process_row(self, row: dict) -> list[dict] | None:
+        audio_bytes = row.pop("recording_audio", None)
+        if row["reject_reason"] is not None:
+            return None
+        return self._segments(row, from_bytes(audio_bytes))
 
     def _segments(self, row: dict, audio: np.ndarray) -> list[dict]:
         probs = self.vad.speech_probs(audio)
@@ -92,5 +91,8 @@ class VadSegmentStage(ModelStage):
                 # wav) has the same hash: a release keeps one copy.
                 "audio_sha256": hashlib.sha256(clip_bytes).hexdigest(),
                 "audio": clip_bytes,
+                # this segment's piece of the source channels' level track
+                LEVEL_TRACK_FIELD.name: slice_track(row.get(LEVEL_TRACK_FIELD.name),
+                                                    seg.start / RATE, seg.end / RATE),
             })
         return rows

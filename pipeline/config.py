@@ -189,13 +189,16 @@ def model_roles(cfg: PipelineConfig) -> dict[str, str]:
 
 def _validate(cfg: PipelineConfig, source: str) -> None:
     """Rules across keys, and on list items, that a single field's range cannot say."""
-    for ext in cfg.input.extensions:
-        if not (ext.startswith(".") and len(ext) > 1 and "/" not in ext):
-            raise ConfigError(f"{source}: input.extensions: {ext!r} is not a file extension; "
-                              f"write it with its dot, e.g. '.{ext.lstrip('.')}'")
-    if not cfg.input.extensions:
-        raise ConfigError(f"{source}: input.extensions is empty: every object would be "
-                          f"rejected")
+    for key in ("extensions", "skip_extensions"):
+        for ext in getattr(cfg.input, key):
+            if not (ext.startswith(".") and len(ext) > 1 and "/" not in ext):
+                raise ConfigError(f"{source}: input.{key}: {ext!r} is not a file extension; "
+                                  f"write it with its dot, e.g. '.{ext.lstrip('.')}'")
+    both = sorted({e.lower() for e in cfg.input.extensions}
+                  & {e.lower() for e in cfg.input.skip_extensions})
+    if both:
+        raise ConfigError(f"{source}: {', '.join(both)} is in both input.extensions and "
+                          f"input.skip_extensions; keep it in one")
     for key, uri in (("input.uri", cfg.input.uri), ("output.uri", cfg.output.uri)):
         if not uri.startswith("s3://") or len(uri) <= len("s3://"):
             raise ConfigError(f"{source}: {key} must be an s3://bucket/prefix URI, got {uri!r}")

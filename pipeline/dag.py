@@ -35,6 +35,8 @@ from schemas.config import PipelineConfig, StageResources
 from schemas.layout import Layout
 from schemas.tables import AUDIO_FIELD
 
+# The annotation stages of a night, in order: the one list (the DAG, the stage order of drop
+# reasons, and the names `ray.resources.<stage>` accepts all come from it).
 STAGES: tuple[type[Stage], ...] = (DecodeStage, VadSegmentStage, MeasuresStage, EventsStage,
                                    AsrStage, AgreementStage, HallucinationStage,
                                    SpeakerEmbedStage, SpeakerClusterStage, CaptionStage)
@@ -62,23 +64,8 @@ class CaptionEndpoint:
 
 def stage_plan(cfg: PipelineConfig, storage, caption: CaptionEndpoint | None = None
                ) -> list[tuple[type[Stage], dict]]:
-    registry = {"models": dict(cfg.models), "model_cache_dir": cfg.model_cache_dir,
-                "storage": storage}
-    return [
-        (DecodeStage, {"storage": storage, "input_cfg": cfg.input, "decode_cfg": cfg.decode,
-                       "bandwidth_floor_db": cfg.measures.bandwidth_floor_db}),
-        (VadSegmentStage, {"cfg": cfg.segment, **registry}),
-        (MeasuresStage, {"cfg": cfg.measures}),
-        (EventsStage, {"cfg": cfg.events, **registry}),
-        (AsrStage, {"cfg": cfg.asr, **registry}),
-        (AgreementStage, {"cfg": cfg.agreement}),
-        (HallucinationStage, {"cfg": cfg.hallucination}),
-        (SpeakerEmbedStage, {"cfg": cfg.speakers, **registry}),
-        (SpeakerClusterStage, {"cfg": cfg.speakers}),
-        (CaptionStage, {"cfg": cfg.caption, "endpoint_url": caption.url if caption else None,
-                        "model_label": caption.model_label if caption else None,
-                        "storage": storage, "decode_cfg": cfg.decode}),
-    ]
+    """STAGES with their constructor arguments (each stage's `config_kwargs`)."""
+    return [(stage_cls, stage_cls.config_kwargs(cfg, storage, caption)) for stage_cls in STAGES]
 
 
 def stage_resources(cfg: PipelineConfig, stage_cls: type[Stage]) -> StageResources:
@@ -94,7 +81,7 @@ def cpu_claims(cfg: PipelineConfig) -> tuple[float, float]:
     actors = tasks = 0.0
     for stage_cls in STAGES:
         res = stage_resources(cfg, stage_cls)
-        if stage_cls.uses_model:
+        if stage_cls.runs_as_actor:
             actors += res.num_cpus * res.concurrency
         else:
             tasks = max(tasks, res.num_cpus)
@@ -113,7 +100,7 @@ def apply_stage(ds, stage_cls: type[Stage], kwargs: dict, res: StageResources,
         common["num_gpus"] = res.num_gpus
     if res.resources:
         common["resources"] = dict(res.resources)
-    if stage_cls.uses_model:
+    if stage_cls.runs_as_actor:
         # max_restarts=0: Ray Data passes every actor its constructor arguments by reference,
         # and Ray restarts such actors unreliably (ray-project/ray#53727: the arguments may be
         # gone by then; Ray logs an ERROR line at every run saying so). A worker that dies

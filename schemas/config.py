@@ -34,12 +34,24 @@ class StorageConfig:
     retry_window_s: float = bounded(120.0, ge=0)
 
 
+SIDECAR_EXTENSIONS = (".txt", ".json", ".jsonl", ".csv", ".tsv", ".md", ".xml", ".yaml", ".yml",
+                      ".srt", ".vtt", ".lab", ".pdf", ".html", ".jpg", ".jpeg", ".png", ".gif",
+                      ".webp", ".bmp", ".svg", ".parquet", ".zip", ".gz", ".tar", ".md5",
+                      ".sha256")
+
+
 @dataclass(frozen=True)
 class InputConfig:
     uri: str                       # s3://bucket/prefix/ holding the raw recordings
+    # Whether an object is audio is decided by its content, not its name. Objects with these
+    # extensions are read whole and decoded; any other object not skipped below is probed first
+    # (its first probe_bytes must open as an audio container) and then decoded the same way.
     extensions: list[str] = field(
-        default_factory=lambda: [".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"]
+        default_factory=lambda: [".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a"]
     )
+    # Sidecars that are never audio: rejected unread as unsupported_extension.
+    skip_extensions: list[str] = field(default_factory=lambda: list(SIDECAR_EXTENSIONS))
+    probe_bytes: int = bounded(256 * 1024, ge=1024)
     # larger objects are rejected without a download
     max_object_bytes: int = bounded(2 * 1024**3, ge=1)
     limit: Optional[int] = bounded(None, ge=1)  # process only the first N objects (sorted by key)
@@ -94,7 +106,7 @@ def _default_asr_systems() -> list[AsrSystemConfig]:
     return [
         AsrSystemConfig(name="whisper-base", model="asr/whisper-base", cpu_threads=2),
         AsrSystemConfig(name="whisper-tiny-en", model="asr/whisper-tiny-en", cpu_threads=2),
-        AsrSystemConfig(name="pocketsphinx-en", model="asr/pocketsphinx-en-us"),
+        AsrSystemConfig(name="moonshine-base-en", model="asr/moonshine-base-en"),
     ]
 
 
@@ -112,10 +124,14 @@ class AsrConfig:
 @dataclass(frozen=True)
 class AgreementConfig:
     min_voters: int = bounded(2, ge=1)  # systems that must transcribe a segment to score it
+    # Model families (registry `family`; Whisper sizes are one) that must write the selected
+    # transcript within the threshold; a system of the same family never confirms it.
+    min_families: int = bounded(2, ge=1)
     # drop: drop_reason unverified; penalize: keep it with unverified_score as its agreement
     unverified_policy: str = bounded("drop", one_of=("drop", "penalize"))
     unverified_score: float = bounded(0.5, ge=0, le=1)
-    # agreement below this: drop_reason asr_disagreement
+    # agreement (1 - the error of the selected transcript's closest confirmation from another
+    # family) below this: drop_reason asr_disagreement
     threshold: float = bounded(0.6, ge=0, le=1)
     # Compared by characters (CER), not words: languages written without spaces.
     no_space_languages: list[str] = field(
@@ -140,7 +156,7 @@ class MeasuresConfig:
     clip_level: float = bounded(0.99, gt=0, le=1)  # |sample| at or above this counts as clipped
     # more clipped samples than this: drop_reason clipping
     max_clipped_ratio: float = bounded(0.01, ge=0, le=1)
-    pitch: bool = True                   # pYIN pitch on speech segments (about 30x real time)
+    pitch: bool = True                   # WORLD pitch on speech segments (~140x real time)
     pitch_fmin_hz: float = bounded(60.0, gt=0)
     pitch_fmax_hz: float = bounded(500.0, gt=0, le=2000)
     # bands this far below the loudest band count as empty

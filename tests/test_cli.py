@@ -40,7 +40,7 @@ def test_missing_bucket_fails_fast(s3_server):
     assert "bucket does not exist" in proc.stderr and "no-such-bucket" in proc.stderr
 
 
-@pytest.mark.parametrize("entry", ["asr/whisper-base", "asr/pocketsphinx-en-us"])
+@pytest.mark.parametrize("entry", ["asr/whisper-base", "asr/moonshine-base-en"])
 def test_missing_model_of_any_system_is_exit_5_naming_the_entry(s3_server, tmp_path, entry):
     proc, seconds = run_cli("run", str(LOCAL_CONFIG), "--set", f"input.uri=s3://{TEST_BUCKET}/raw/",
                             "--set", f"output.uri=s3://{TEST_BUCKET}/",

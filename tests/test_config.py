@@ -10,7 +10,7 @@ def test_local_config_parses_with_expected_defaults():
     cfg = load_config(LOCAL_CONFIG)
     assert cfg.input.uri == "s3://audioverse-demo/raw/"
     assert [s.name for s in cfg.asr.systems] == ["whisper-base", "whisper-tiny-en",
-                                                 "pocketsphinx-en"]
+                                                 "moonshine-base-en"]
     assert all(s.model in cfg.models for s in cfg.asr.systems)
     assert cfg.segment.vad_model in cfg.models and cfg.agreement.min_voters == 2
     assert cfg.models["asr/whisper-base"].files["model.bin"].parts[1].endswith("part2")
@@ -23,7 +23,7 @@ def test_cluster_config_parses_and_names_production_models():
     large = cfg.models[cfg.asr.systems[0].model]
     assert large.source == "path" and "large-v3" in large.location
     families = {cfg.models[s.model].family for s in cfg.asr.systems}
-    assert families == {"whisper-ct2", "pocketsphinx"}  # two independent families
+    assert families == {"whisper-ct2", "moonshine-onnx"}  # two independent families
     assert cfg.ray.resources["asr"].num_gpus == 1.0
     assert cfg.models[cfg.events.model].family == "panns-cnn14" and cfg.events.device == "cuda"
 
@@ -103,7 +103,7 @@ def test_bad_set_syntax_and_missing_file(tmp_path):
     ("decode.max_duration_s=.inf", "decode.max_duration_s"),
     ("decode.max_duration_s=-1", "decode.max_duration_s"),
     ('input.extensions=["wav"]', "input.extensions"),
-    ("input.extensions=[]", "input.extensions"),
+    ('input.skip_extensions=[".wav"]', "input.skip_extensions"),
     ("input.max_object_bytes=-5", "input.max_object_bytes"),
     ("segment.threshold=2", "segment.threshold"),
     ("decode.min_decoded_fraction=7", "decode.min_decoded_fraction"),

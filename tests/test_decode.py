@@ -25,6 +25,9 @@ BAD = {
     "bad/not_audio.mp3": reasons.UNDECODABLE,
     "bad/readme.txt": reasons.UNSUPPORTED_EXTENSION,
     "bad/digital_silence.wav": reasons.DIGITAL_SILENCE,
+    "bad/header_claims_2gib.wav": reasons.TRUNCATED,
+    "bad/header_claims_20s.wav": reasons.TRUNCATED,
+    "bad/dc_only.wav": reasons.DIGITAL_SILENCE,
 }
 # Durations of the source clips (16 kHz wav in pocketsphinx-testdata), in seconds.
 SOURCE_SECONDS = {"0870": 7.1, "0880": 2.99, "0890": 5.3, "0920": 6.05, "0930": 3.29}
@@ -58,7 +61,36 @@ def test_planted_bad_files_are_rejected_with_reasons(demo_corpus):
         row = out[key.rsplit("/", 1)[-1]]
         assert row["reject_reason"] == reason, (key, row["reject_detail"])
         assert row["reject_stage"] == "decode" and row["reject_detail"]
+        assert "Errno" not in row["reject_detail"]          # words, not FFmpeg's error numbers
         assert row["recording_audio"] is None
+    assert "declares 2147483648 bytes" in out["header_claims_2gib.wav"]["reject_detail"]
+    assert "(20.00s)" in out["header_claims_20s.wav"]["reject_detail"]
+    assert "2.50s" in out["header_claims_20s.wav"]["reject_detail"]
+    assert "constant signal" in out["dc_only.wav"]["reject_detail"]
+
+
+def test_audio_is_told_by_its_content_not_its_name(demo_corpus, s3_client):
+    """An unknown extension that decodes is audio; one that does not is undecodable after a
+    bounded probe; sidecars are skipped unread."""
+    flac = demo_corpus["librivox/sense_and_sensibility_01_austen_64kb-0880.flac"].body
+    ogg = demo_corpus["tuxpaint/sound_effects/violin.ogg"].body
+    objects = {"tmp/probe/click.oga": ogg, "tmp/probe/speech_no_extension": flac,
+               "tmp/probe/blob.bin": np.random.default_rng(3).bytes(300_000),
+               "tmp/probe/labels.json": b'{"speaker": "x"}'}
+    for key, body in objects.items():
+        s3_client.put_object(Bucket=TEST_BUCKET, Key=f"raw/{key}", Body=body)
+    try:
+        out = by_name(make_stage()(listing_for(list(objects), TEST_BUCKET)))
+    finally:
+        for key in objects:
+            s3_client.delete_object(Bucket=TEST_BUCKET, Key=f"raw/{key}")
+    assert out["click.oga"]["reject_reason"] is None and out["click.oga"]["source_codec"]
+    assert out["speech_no_extension"]["reject_reason"] is None
+    assert abs(out["speech_no_extension"]["recording_duration_s"] - 2.99) < 0.05
+    blob = out["blob.bin"]
+    assert blob["reject_reason"] == reasons.UNDECODABLE
+    assert "first 262144 bytes" in blob["reject_detail"] and "Errno" not in blob["reject_detail"]
+    assert out["labels.json"]["reject_reason"] == reasons.UNSUPPORTED_EXTENSION
 
 
 def test_length_and_size_limits(demo_corpus):

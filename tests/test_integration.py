@@ -2,7 +2,7 @@
 
 One run over every demo clip (captions off) is read back the way an auditor would (Parquet
 over S3 with s3fs) and checked against the row invariant, the planted bad files and reference
-transcripts. A second run of its first 9 objects, with the embedded caption server on, must give
+transcripts. A second run of its first 12 objects, with the embedded caption server on, must give
 the same rows and valid captions. (The small caption model takes ~7 s a segment on these two
 cores, so it runs on the second run's few speech segments only; tests/test_captioner.py covers
 music and sound.)"""
@@ -33,6 +33,9 @@ EXPECTED_REJECTS = {
     "bad/readme.txt": ("decode", reasons.UNSUPPORTED_EXTENSION),
     "bad/digital_silence.wav": ("decode", reasons.DIGITAL_SILENCE),
     "bad/near_silence.flac": ("vad", reasons.NO_AUDIBLE_CONTENT),
+    "bad/header_claims_2gib.wav": ("decode", reasons.TRUNCATED),
+    "bad/header_claims_20s.wav": ("decode", reasons.TRUNCATED),
+    "bad/dc_only.wav": ("decode", reasons.DIGITAL_SILENCE),
 }
 
 
@@ -72,12 +75,12 @@ def first_run(demo_corpus, ray_runtime, local_config):
 
 @pytest.fixture(scope="module")
 def second_run(first_run, local_config):
-    # The first 9 objects by key (bad/ and cmu_cards/): every reject, and speech that goes
+    # The first 12 objects by key (bad/ and cmu_cards/): every reject, and speech that goes
     # through ASR, agreement, speakers and captions. --full: the ledger knows these objects
     # from it-a; an incremental run would skip them.
-    result = run_pipeline(local_config("input.limit=9", *WIDE_AGREEMENT), run_id="it-b",
+    result = run_pipeline(local_config("input.limit=12", *WIDE_AGREEMENT), run_id="it-b",
                           full=True)
-    assert result.exit_code == EXIT_TOO_MANY_FAILED  # 7 of 9 rejected: published all the same
+    assert result.exit_code == EXIT_TOO_MANY_FAILED  # 10 of 12 rejected: published all the same
     return result, *read_run(result.prefix)
 
 
@@ -141,7 +144,7 @@ def test_summary_agrees_with_tables(first_run):
     assert summary["audio_hours"] > 0 and summary["real_time_factor"] > 0
     assert summary["models"]["asr:whisper-base"].startswith("asr/whisper-base@")
     assert set(summary["models"]) == {"vad", "events", "speakers", "asr:whisper-base",
-                                      "asr:whisper-tiny-en", "asr:pocketsphinx-en"}
+                                      "asr:whisper-tiny-en", "asr:moonshine-base-en"}
     assert summary["captions"]["captioned"] == 0  # captions were off
 
 
@@ -321,8 +324,8 @@ def test_a_run_that_dies_while_publishing_leaves_nothing_complete(
     assert proc.returncode == EXIT_TOO_MANY_FAILED, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)  # stdout is exactly one JSON object
     assert summary["status"] == "too_many_failed_inputs"
-    assert summary["inputs"] == 7 and summary["recordings_rejected"] == 7
-    assert summary["resumed_recordings"] == 7  # every partition was written by attempt 1
+    assert summary["inputs"] == 10 and summary["recordings_rejected"] == 10
+    assert summary["resumed_recordings"] == 10  # every partition was written by attempt 1
     assert "rejected  empty_object" in proc.stderr  # the human summary goes to stderr
     listed = sorted(o.key.split("it-crash/", 1)[1] for o in store.list(prefix))
     named = sorted([f["path"] for fs in summary["files"].values() for f in fs]

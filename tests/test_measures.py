@@ -1,5 +1,9 @@
 """Signal measures on a real clip: SNR and loudness move the right way with noise and gain,
-bandwidth is read at the native rate, odd audio gives values (never exceptions), clipping drops."""
+bandwidth is read at the native rate, pitch follows known tones and agrees with pYIN on a real
+reader, odd audio gives values (never exceptions), clipping drops."""
+import json
+from pathlib import Path
+
 import librosa
 import numpy as np
 import pyarrow as pa
@@ -10,10 +14,12 @@ from operators.audio import from_bytes, to_bytes
 from operators.bandwidth import segment_bandwidth
 from operators.decode import decode_audio_bytes
 from operators.measures import MeasuresStage, loudness_lufs, pitch_stats, snr_db
+from operators.pitch import f0_track
 from schemas import reasons
 from schemas.config import MeasuresConfig
 
 CLIP = LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0870.wav"
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +61,59 @@ def test_bandwidth_is_measured_before_resampling(speech):
     assert segment_bandwidth(None, 0, 1) is None
 
 
-def test_pitch_of_a_male_reader(speech):
-    mean, std, voiced = pitch_stats(speech, 60, 500)
-    assert 75 <= mean <= 140 and 0 < std < 60 and 0.3 < voiced <= 1.0
-    assert pitch_stats(np.zeros(16000, np.float32), 60, 500)[0] is None
+def _harmonic(f0: np.ndarray) -> np.ndarray:
+    """A voiced-like tone: 10 harmonics at 1/k amplitude following the f0 contour (Hz/sample)."""
+    phase = 2 * np.pi * np.cumsum(f0) / 16000
+    return (0.2 * sum(np.sin(k * phase) / k for k in range(1, 11))).astype(np.float32)
+
+
+def test_pitch_follows_a_glide():
+    t = np.arange(2 * 16000) / 16000
+    truth = 100 + 75 * t                                  # 100 -> 250 Hz over 2 s
+    f0, times = f0_track(_harmonic(truth), 60, 500)
+    voiced = f0 > 0
+    error = np.abs(f0[voiced] / np.interp(times[voiced], t, truth) - 1)
+    assert voiced.mean() > 0.95 and np.percentile(error, 95) < 0.02
+    mean, std, fraction = pitch_stats(_harmonic(truth), 60, 500)
+    assert mean == pytest.approx(175, rel=0.02) and std == pytest.approx(43.3, rel=0.1)
+    assert fraction > 0.95
+
+
+@pytest.mark.parametrize("hz", [110.0, 230.0, 450.0])
+def test_pitch_of_voiced_and_unvoiced_alternation(hz):
+    """6 x (0.3 s tone, 0.2 s noise 11 dB down, like a fricative): 60% voiced at a known f0."""
+    rng = np.random.default_rng(0)
+    parts = []
+    for _ in range(6):
+        parts += [_harmonic(np.full(4800, hz)),
+                  (0.05 * rng.standard_normal(3200)).astype(np.float32)]
+    mean, std, fraction = pitch_stats(np.concatenate(parts), 60, 500)
+    assert fraction == pytest.approx(0.6, abs=0.05)
+    assert mean == pytest.approx(hz, rel=0.05) and std < 0.2 * hz
+
+
+def test_pitch_of_a_male_reader_agrees_with_pyin():
+    """The LibriVox reader (an adult man) on all five clips, against pYIN, the tracker this one
+    replaced (tests/data/pitch_pyin_reference.json, from `python -m bench.pitch_bench
+    --write-reference`). WORLD calls a few more or fewer frames voiced than pYIN, so the voiced
+    fraction is compared loosely; an octave error, or voicing everything, would still fail."""
+    reference = json.loads((DATA / "pitch_pyin_reference.json").read_text())["clips"]
+    means, fraction_gaps = [], []
+    for wav, ref in reference.items():
+        mean, std, fraction = pitch_stats(read_audio(LIBRIVOX / wav), 60, 500)
+        assert mean == pytest.approx(ref["mean_hz"], rel=0.06), wav
+        assert 0.6 * ref["std_hz"] < std < 1.5 * ref["std_hz"], wav
+        assert fraction == pytest.approx(ref["voiced_fraction"], abs=0.2), wav
+        means.append(mean)
+        fraction_gaps.append(abs(fraction - ref["voiced_fraction"]))
+    assert 80 <= np.mean(means) <= 160                      # adult male speaking f0
+    assert np.mean(fraction_gaps) < 0.1
+
+
+def test_pitch_of_silence_and_short_audio():
+    assert pitch_stats(np.zeros(16000, np.float32), 60, 500) == (None, None, 0.0)
+    assert pitch_stats(np.zeros(1000, np.float32), 60, 500) == (None, None, None)
+    assert pitch_stats(_harmonic(np.full(400, 150.0)), 60, 500) == (None, None, None)
 
 
 def _table(audios, content="speech"):

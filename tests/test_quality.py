@@ -76,3 +76,17 @@ def test_duration_fit_is_one_inside_the_ideal_range_and_falls_to_zero_outside():
 
 def test_score_is_none_without_any_component():
     assert score(dict.fromkeys(["snr", "content"]), CFG.weights["sound"]) is None
+
+
+def test_agreement_of_rows_before_schema_7_is_left_out_not_misread():
+    # Before schema 7 asr_agreement averaged every pair of systems; one wrong system pulled it
+    # down. The score uses only the new meaning; the gate still applies to old rows.
+    new = assess({**CLEAN_SPEECH, "asr_agreement": 0.62, "schema_version": 7}, CFG)
+    old = assess({**CLEAN_SPEECH, "asr_agreement": 0.62, "schema_version": 6}, CFG)
+    assert new["q_agreement"] == pytest.approx(0.62) and old["q_agreement"] is None
+    w = CFG.weights["speech"]
+    rest = {k: v for k, v in w.items() if k != "agreement"}
+    expected = (w["confidence"] * 0.9 + sum(rest.values()) - w["confidence"]) / sum(rest.values())
+    assert old["quality_score"] == pytest.approx(expected)
+    assert assess({**CLEAN_SPEECH, "asr_agreement": 0.5, "schema_version": 6},
+                  CFG)["quality_gate"] == "min_agreement"

@@ -49,6 +49,8 @@ def view(n: int, seed: int) -> pa.Table:
                 size=int(rng.integers(0, 3)))], 0.3),
             "drop_reason": maybe(str(rng.choice(["too_short", "clipping"])), 0.8),
             "audio_sha256": f"h{int(rng.integers(0, n // 2))}",
+            # rows of older runs: their agreement meant something else (quality.py)
+            "schema_version": maybe(int(rng.choice([4, 6, 7, 8])), 0.2),
         })
     return pa.Table.from_pylist(rows, schema=VIEW_SCHEMA)
 

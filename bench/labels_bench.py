@@ -1,0 +1,316 @@
+"""One label-quality table (`make bench-labels`): how good are the transcripts a night keeps?
+
+    .venv/bin/python -m bench.labels_bench [--rows FILE] [--thresholds 0.6,0.7,0.8]
+
+Sets, from real recordings with references (bench/asr_eval.py): clean English sentences
+(LibriVox, the CMU cards, Tux Paint's longer spoken descriptions; 13 clips), Tux Paint's spoken
+stamp names (62 clips of one word, 0.5-1.5 s: under segment.min_speech_s, so a night would keep
+them as too_short; here they stand for short prompts), the sentences under white noise (5 dB)
+and under music (0 dB), non-English speech (French/Spanish descriptions) and non-speech (sound
+effects). Each clip is one speech segment (this measures ASR + agreement + hallucination rules,
+not VAD). No set holds 40 clean English sentences: no more real English speech with verbatim
+references ships in the packages this machine can reach.
+
+Every ASR system transcribes every clip once (as the ASR stage runs them: Whisper base detects
+the language, English-only systems vote only on English); then each *selection rule* is applied
+to the same hypotheses: the rule before schema 7 (1 - mean pairwise error, threshold 0.6) and
+the support rule (two model families within WER 0.4) with several sets of systems. Printed:
+- per system and set: corpus WER and the real-time factor of the system (wall s / audio s);
+- per rule and set: kept share, WER of the kept transcripts, WER of all selected transcripts,
+  and how many kept segments carry a dissenting system;
+- the measures stage's time on the clean set, with WORLD pitch and with the librosa pYIN it
+  replaced.
+agreement.threshold (0.6) predates this bench; `--thresholds` compares others on the even
+clips of each set and reports them on the odd ones. The phrase-loop hallucination rule was
+written while looking at Moonshine's loops on these clips.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from bench.asr_eval import (RATE, ROOT, Clip, _description_text, _mix, as_segments, english_clips,
+                            mixed_set, wer_of)
+from infra.demo_corpus import TUXPAINT, read_audio
+
+ALL_SYSTEMS = [
+    {"name": "whisper-base", "model": "asr/whisper-base", "cpu_threads": 2},
+    {"name": "whisper-tiny-en", "model": "asr/whisper-tiny-en", "cpu_threads": 2},
+    {"name": "pocketsphinx-en", "model": "asr/pocketsphinx-en-us"},
+    {"name": "moonshine-base-en", "model": "asr/moonshine-base-en"},
+]
+# (label, rule, systems whose hypotheses it sees)
+RULES = [
+    ("before: mean pairwise, base+tiny+sphinx", "mean",
+     ["whisper-base", "whisper-tiny-en", "pocketsphinx-en"]),
+    ("support, base+tiny+sphinx", "support",
+     ["whisper-base", "whisper-tiny-en", "pocketsphinx-en"]),
+    ("support, base+tiny+moonshine", "support",
+     ["whisper-base", "whisper-tiny-en", "moonshine-base-en"]),
+    ("support, base+moonshine", "support", ["whisper-base", "moonshine-base-en"]),
+    ("support, all four", "support",
+     ["whisper-base", "whisper-tiny-en", "pocketsphinx-en", "moonshine-base-en"]),
+]
+SETS = ("clean", "names", "noise 5 dB", "music 0 dB", "non_english", "non_speech")
+ENGLISH = SETS[:4]
+
+
+def stamp_names(limit: int) -> list[Clip]:
+    """Tux Paint's English spoken stamp names ("Frog.", 0.5-1.5 s). The text files say "A frog."
+    but the recordings name the stamp without the article (every system hears it so), so a
+    leading "A"/"An" is not part of the reference."""
+    clips = []
+    for ogg in sorted(TUXPAINT.rglob("*_desc.ogg"))[:limit]:
+        text = _description_text(ogg, "en")
+        if text and len(text.split()) == 2:
+            words = text.split()
+            if words[0].lower() in ("a", "an"):
+                clips.append(Clip(ogg.stem, "names", read_audio(ogg), words[1], "en"))
+    return clips
+
+
+def label_sets(names: int, per_condition: int, seed: int = 5) -> dict[str, list[Clip]]:
+    clean = english_clips()          # sentences: LibriVox, CMU cards, spoken descriptions
+    rng = np.random.default_rng(seed)
+    music = [read_audio(TUXPAINT / p) for p in ("hobbies/music/string/violin.ogg",
+                                                "hobbies/music/percussion/drumkit.ogg",
+                                                "hobbies/music/string/cello.ogg")]
+    mixed = mixed_set(per_condition, seed)
+    return {
+        "clean": clean,
+        "names": stamp_names(names),
+        "noise 5 dB": [Clip(f"{c.name}+noise", "noise",
+                            _mix(c.audio, rng.standard_normal(c.audio.size).astype(np.float32),
+                                 5.0), c.reference, "en") for c in clean],
+        "music 0 dB": [Clip(f"{c.name}+music", "music", _mix(c.audio, music[i % 3], 0.0),
+                            c.reference, "en") for i, c in enumerate(clean)],
+        "non_english": [c for c in mixed if c.condition == "non_english"],
+        "non_speech": [c for c in mixed if c.condition == "non_speech"],
+    }
+
+
+def transcribe_all(cfg, clips: list[Clip]) -> tuple[list[dict], dict[str, float]]:
+    """The ASR stage with every system over all clips; wall seconds spent in each system."""
+    from operators.asr import AsrStage
+
+    stage = AsrStage(cfg.asr, cfg.models, cfg.model_cache_dir)
+    stage.setup()
+    stage._ready = True
+    spent: dict[str, float] = {}
+    for timed in stage.systems:
+        inner = timed.system.transcribe
+
+        def timer(audios, languages, _inner=inner, _name=timed.system.name):
+            t0 = time.perf_counter()
+            try:
+                return _inner(audios, languages)
+            finally:
+                spent[_name] = spent.get(_name, 0.0) + time.perf_counter() - t0
+        timed.system.transcribe = timer
+    rows = stage(as_segments(clips)).drop_columns(["audio"]).to_pylist()
+    return rows, spent
+
+
+def mean_pairwise(row: dict, threshold: float) -> tuple[int, str | None]:
+    """The rule before schema 7: the hypothesis closest to all others, dropped when 1 - the mean
+    pairwise WER is under the threshold. (selected index, drop reason)."""
+    from operators.transcripts import normalise, symmetric_error
+
+    hyps = row["asr_hypotheses"]
+    if len(hyps) < 2:
+        return 0, "unverified"
+    norm = [normalise(h["text"], row["language"] or "en") for h in hyps]
+    n = len(hyps)
+    d = [[symmetric_error(norm[i], norm[j], False) for j in range(n)] for i in range(n)]
+    selected = min(range(n), key=lambda i: (sum(d[i]), i))
+    mean = sum(d[i][j] for i in range(n) for j in range(i + 1, n)) / (n * (n - 1) / 2)
+    return selected, ("asr_disagreement" if 1.0 - mean < threshold else None)
+
+
+def apply_rule(cfg, rows: list[dict], rule: str, systems: list[str]) -> list[dict]:
+    """Each row with `transcript` and `drop_reason` as the rule (and the hallucination rules
+    after it) decide from the hypotheses of `systems` alone."""
+    from operators.agreement import AgreementStage
+    from operators.hallucination import HallucinationStage, check
+    from operators.transcripts import normalise
+
+    subset = []
+    for row in rows:
+        hyps = [h for h in (row["asr_hypotheses"] or []) if h["system"] in systems]
+        subset.append({**row, "asr_hypotheses": hyps or None, "asr_voters": None,
+                       "drop_reason": None, "drop_stage": None, "drop_detail": None})
+    if rule == "support":
+        agreed = AgreementStage(**AgreementStage.config_kwargs(cfg, None))(
+            pa.Table.from_pylist(subset))
+        return HallucinationStage(cfg.hallucination)(agreed).to_pylist()
+    out = []
+    for row in subset:
+        if not row["asr_hypotheses"]:
+            out.append({**row, "transcript": None, "drop_reason": "no_transcript"})
+            continue
+        selected, reason = mean_pairwise(row, cfg.agreement.threshold)
+        text = row["asr_hypotheses"][selected]["text"]
+        flags = check(normalise(text), row["duration_s"], row["speech_prob_mean"], "words",
+                      cfg.hallucination)
+        out.append({**row, "transcript": text,
+                    "drop_reason": reason or (flags[0][0] if flags else None)})
+    return out
+
+
+def summarise(clips: list[Clip], rows: list[dict]) -> dict:
+    kept = [(c, r) for c, r in zip(clips, rows) if r["drop_reason"] is None and r["transcript"]]
+
+    def wer(pairs):
+        if not pairs:
+            return float("nan")
+        return wer_of([c.reference for c, _ in pairs], [r["transcript"] or "" for _, r in pairs],
+                      [c.language or "en" for c, _ in pairs])
+    return {"n": len(clips), "kept": len(kept), "kept_share": len(kept) / max(1, len(clips)),
+            "kept_wer": wer(kept), "selected_wer": wer(list(zip(clips, rows))),
+            "with_dissent": sum(1 for _, r in kept if r.get("asr_dissent"))}
+
+
+def sweep(cfg, sets, by_set, thresholds: list[float], result: dict) -> None:
+    """The support rule with the default systems at several thresholds, on the even clips of
+    each set (to choose on) and the odd ones (to report): a threshold is never judged on the
+    clips it was chosen on."""
+    from dataclasses import replace
+
+    systems = [s.name for s in cfg.asr.systems if s.name != "pocketsphinx-en"]
+    print(f"\nagreement.threshold, support rule with {'+'.join(systems)}: kept share / WER of "
+          f"kept, on the even clips (choose) | the odd clips (report)")
+    print(f"{'threshold':<10}" + "".join(f"{name:>26}" for name in ENGLISH))
+    result["sweep"] = {}
+    for threshold in thresholds:
+        tuned = replace(cfg, agreement=replace(cfg.agreement, threshold=threshold))
+        cells, out = [], {}
+        for name in ENGLISH:
+            halves = []
+            for parity in (0, 1):
+                clips = sets[name][parity::2]
+                rows = apply_rule(tuned, by_set[name][parity::2], "support", systems)
+                halves.append(summarise(clips, rows))
+            out[name] = halves
+            cells.append(" | ".join(f"{h['kept_share']:4.0%} {h['kept_wer']:5.3f}"
+                                    for h in halves))
+        result["sweep"][threshold] = out
+        print(f"{threshold:<10}" + "".join(f"{c:>26}" for c in cells))
+
+
+def measures_time(clips: list[Clip]) -> dict[str, float]:
+    """Seconds of the measures stage over the clips, with WORLD pitch and with librosa pYIN."""
+    import operators.measures as measures
+    from operators.measures import MeasuresStage
+    from schemas.config import MeasuresConfig
+
+    def pyin_stats(audio, fmin, fmax):
+        import librosa
+
+        if audio.size < 1024:
+            return None, None, None
+        f0, voiced, _ = librosa.pyin(audio, fmin=fmin, fmax=fmax, sr=RATE, frame_length=1024,
+                                     hop_length=512)
+        values = f0[voiced & np.isfinite(f0)]
+        if values.size < 3:
+            return None, None, float(np.mean(voiced))
+        return float(np.mean(values)), float(np.std(values)), float(np.mean(voiced))
+
+    table = as_segments(clips)
+    out = {}
+    world = measures.pitch_stats
+    for name, fn in (("WORLD", world), ("pYIN", pyin_stats)):
+        measures.pitch_stats = fn
+        try:
+            stage = MeasuresStage(MeasuresConfig())
+            stage(table.slice(0, 1))                  # warm-up: imports, numba JIT for pYIN
+            t0 = time.perf_counter()
+            stage(table)
+            out[name] = time.perf_counter() - t0
+        finally:
+            measures.pitch_stats = world
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.labels_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--names", type=int, default=100,
+                        help="at most this many spoken stamp names (the names set)")
+    parser.add_argument("--per-condition", type=int, default=20,
+                        help="clips in each of the noise, music, non-English, non-speech sets")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--rows", help="keep the transcriptions in this file and reuse them")
+    parser.add_argument("--thresholds", default="0.6,0.7,0.8",
+                        help="agreement.threshold values to compare, on two halves of each set")
+    args = parser.parse_args(argv)
+    from pipeline.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "local.yaml",
+                      ["asr.systems=" + json.dumps(ALL_SYSTEMS)])
+    sets = label_sets(args.names, args.per_condition)
+    clips = [c for name in SETS for c in sets[name]]
+    audio_s = {name: sum(c.audio.size for c in sets[name]) / RATE for name in SETS}
+    print("sets: " + ", ".join(f"{name} {len(sets[name])} clips ({audio_s[name]:.0f} s)"
+                                 for name in SETS), flush=True)
+    if args.rows and os.path.exists(args.rows):
+        with open(args.rows, "rb") as f:                 # the same sets, transcribed before
+            rows, spent = pickle.load(f)
+    else:
+        rows, spent = transcribe_all(cfg, clips)
+        if args.rows:
+            with open(args.rows, "wb") as f:
+                pickle.dump((rows, spent), f)
+    by_set, start = {}, 0
+    for name in SETS:
+        by_set[name] = rows[start:start + len(sets[name])]
+        start += len(sets[name])
+
+    result = {"systems": {}, "rules": {}, "measures_s": None}
+    print(f"\n{'system':<20}" + "".join(f"{name:>14}" for name in ENGLISH)
+          + f"{'RTF (wall)':>12}")
+    for system in [s["name"] for s in ALL_SYSTEMS]:
+        wers = {}
+        for name in ENGLISH:
+            hyps = [next((h["text"] for h in (r["asr_hypotheses"] or [])
+                          if h["system"] == system), "") for r in by_set[name]]
+            wers[name] = wer_of([c.reference for c in sets[name]], hyps, ["en"] * len(hyps))
+        voiced_s = sum(c.audio.size / RATE for c, r in zip(clips, rows)
+                       if system in (r["asr_voters"] or []))
+        rtf = spent.get(system, 0.0) / max(voiced_s, 1e-9)
+        result["systems"][system] = {"wer": wers, "rtf": rtf}
+        print(f"{system:<20}" + "".join(f"{wers[n]:>14.3f}" for n in ENGLISH) + f"{rtf:>12.3f}")
+
+    print("\nkept share / WER of kept / WER of all selected / kept with a dissenting system")
+    print(f"{'rule':<42}" + "".join(f"{name:>22}" for name in SETS))
+    for label, rule, systems in RULES:
+        decided = {}
+        for name in SETS:
+            decided[name] = summarise(sets[name], apply_rule(cfg, by_set[name], rule, systems))
+        result["rules"][label] = decided
+        cells = []
+        for name in SETS:
+            d = decided[name]
+            cells.append(f"{d['kept_share']:4.0%} {d['kept_wer']:5.3f} {d['selected_wer']:5.3f}"
+                         f" {d['with_dissent']:>2}")
+        print(f"{label:<42}" + "".join(f"{c:>22}" for c in cells))
+
+    if args.thresholds:
+        sweep(cfg, sets, by_set, [float(t) for t in args.thresholds.split(",")], result)
+    result["measures_s"] = measures_time(sets["clean"])
+    m = result["measures_s"]
+    print(f"\nmeasures stage on the clean set ({audio_s['clean']:.0f} s of speech): WORLD pitch "
+          f"{m['WORLD']:.2f} s, librosa pYIN {m['pYIN']:.2f} s ({m['pYIN'] / m['WORLD']:.1f}x)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1, default=float)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
