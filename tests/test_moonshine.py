@@ -127,10 +127,9 @@ def test_noisy_cards_either_stay_close_or_are_caught(moonshine):
     wavs = sorted((POCKETSPHINX / "cards").glob("*.wav"))
     # The music each card gets in bench/asr_eval.py's English set (the cards follow 5 clips).
     audios = [_mix(read_audio(w), music[(5 + i) % 3], 0.0) for i, w in enumerate(wavs)]
-    looped = 0
+    # Whether it loops depends on the CPU's arithmetic (here 001 and 002 did: the texts in
+    # LOOPS, whose flagging is tested above); what must hold anywhere is that a loop is caught.
     for w, audio, hyp in zip(wavs, audios, moonshine.transcribe(audios, ["en"] * len(wavs))):
         if len(normalise(hyp.text).split()) > 1.5 * len(refs[w.stem].split()):
-            looped += 1
             flags = check(normalise(hyp.text), audio.size / SAMPLE_RATE, 0.9, "words", cfg)
             assert flags, (w.stem, hyp.text)
-    assert looped >= 1  # measured: 001 and 002 loop (the texts in LOOPS)
