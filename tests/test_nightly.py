@@ -185,8 +185,10 @@ def test_incremental_nights_ledger_status_and_dry_run(store, s3_client, ray_runt
     card1 = next(o for o in plan["objects"] if o["source_uri"].endswith("card1.wav"))
     assert 0.5 < card1["seconds"] < 10  # read from the WAV header
     assert plan["real_time_factor_from"] == "run n1"
+    # the plan rounds the estimate to 0.1 s: at a few seconds that step is more than 1%
     assert plan["estimated_wall_s"] == pytest.approx(
-        sum(o["seconds"] for o in plan["objects"]) * night1.summary["real_time_factor"], rel=0.01)
+        sum(o["seconds"] for o in plan["objects"]) * night1.summary["real_time_factor"],
+        rel=0.01, abs=0.05)
     assert not store.list(f"{out}_staging/"), "a dry run writes nothing"
 
     night2 = run_pipeline(cfg2, run_id="n2")
