@@ -27,6 +27,13 @@ import numpy as np
 POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")
 TUXPAINT = Path("/usr/share/tuxpaint/stamps")
 LIBRIVOX = POCKETSPHINX / "librivox"
+# codec2-examples: short English recordings of known male and female speakers (the codec's test
+# voices; "f"/"m" in forig/morig and its 2400 bit/s pair, hts1a male, hts2a female), and radio
+# recordings of male operators (vk5qi, ve9qrp).
+CODEC2 = Path("/usr/share/codec2/wav")
+CODEC2_VOICES = {"forig": "female", "f2400": "female", "hts2a": "female",
+                 "morig": "male", "m2400": "male", "hts1a": "male", "vk5qi": "male",
+                 "ve9qrp": "male"}
 RATE = 16000
 
 # Sound effects named for what they are (the events issue checks tagger labels against these).

@@ -125,6 +125,15 @@ class ModelRegistry:
             _verified[key] = resolved
             return resolved
 
+    def installed(self, name: str) -> bool:
+        """Whether every package a packaged model's parts live in is installed (a model that is
+        not packaged counts as installed)."""
+        entry = self.entries[name]
+        if entry.source != "packaged":
+            return True
+        return all(_package_dir(part.partition("/")[0]) is not None
+                   for spec in entry.files.values() for part in spec.parts or [])
+
     # --- sources -------------------------------------------------------------------------------
     def _cache_for(self, name: str, entry: ModelEntry) -> Path:
         return self.cache_dir / name.replace("/", "--") / entry.version
@@ -143,8 +152,9 @@ class ModelRegistry:
                     looked = str(where) if where else f"installed package '{package}' (not installed)"
                     raise ModelError(
                         f"model '{name}': file '{filename}' part '{part}' not found; looked in "
-                        f"{looked}. Install the model packages with `make install` "
-                        f"(pinned in requirements.txt)"
+                        f"{looked}. Install the model packages with "
+                        + (f"`{entry.install}`" if entry.install
+                           else "`make install` (pinned in requirements.txt)")
                     )
                 paths.append(where)
             part_paths[filename] = paths

@@ -14,6 +14,13 @@ saw the features is not asked for voices either (those fields are "unknown", lis
 `caption_unheard_fields`). `caption_provenance` says for every field whether it was measured,
 heard, inferred or is unknown. A reply from an endpoint that ignores the schema and writes a
 pipeline field anyway is flagged where it differed (`corrected:<field>`).
+
+The model only chooses and phrases: the scene and environment it may pick are those the evidence
+allows (operators/caption_evidence.py; the request schema is built from them), a measured
+telephone line and measured speaker genders replace what it said, and the grounding check
+(operators/grounding.py) replaces a description that asserts what the transcript and the facts
+do not support by one composed from the facts (`caption_description_source`,
+`caption_grounding`).
 """
 from __future__ import annotations
 
@@ -28,7 +35,10 @@ import pyarrow as pa
 from model_serving.chat_client import ChatClient, EndpointDown, EndpointError
 from model_serving.resilience import CallStats, CircuitBreaker, RetryPolicy, call_with_retries
 from operators.base import Stage, model_identity
+from operators.caption_evidence import (environment_candidates, measured_environment,
+                                        scene_candidates, speaker_genders)
 from operators.caption_parse import parse_reply
+from operators.grounding import problems, template
 from operators.caption_prompt import build_messages
 from operators.logs import stage_logger
 from operators.storage import ObjectStore
@@ -36,6 +46,7 @@ from schemas import reasons
 from schemas.captions import (MEASURED_FIELDS, UNHEARD_BY_TEXT_MODEL, UNKNOWN, Caption,
                               HeardReply, SpeakerCaption, TextReply, field_provenance,
                               request_schema)
+from schemas.provenance import MEASURED
 from schemas.provenance import UNKNOWN as UNKNOWN_SOURCE
 from schemas.config import CaptionConfig, DecodeConfig, StageResources, StorageConfig
 from schemas.tables import CAPTION_FIELDS, DROP_FIELDS
@@ -98,26 +109,80 @@ def compose(reply: TextReply | HeardReply, said: dict, row: dict, hears_audio: b
     return caption, flags
 
 
-def provenance(caption: Caption, hears_audio: bool) -> dict[str, str]:
+def apply_evidence(caption: Caption, row: dict, hears_audio: bool
+                   ) -> tuple[Caption, list[str], set[str]]:
+    """Hold the model's choices to what the measurements allow (operators/caption_evidence.py):
+    a scene or environment the evidence does not permit becomes "unknown", a measured environment
+    and measured speaker genders replace the model's; each replaced value is flagged
+    `corrected:<field>` (the model's word stays in caption_raw). Returns the caption, flags, and
+    the keys now measured."""
+    flags, measured = [], set()
+    scene, environment, speakers = caption.scene, caption.environment, list(caption.speakers)
+    if scene not in scene_candidates(row):
+        flags.append("corrected:scene")
+        scene = UNKNOWN
+    fixed = measured_environment(row)
+    if fixed:
+        if environment not in (fixed, UNKNOWN):
+            flags.append("corrected:environment")
+        environment = fixed
+        measured.add("environment")
+    elif environment not in environment_candidates(row):
+        flags.append("corrected:environment")
+        environment = UNKNOWN
+    genders = speaker_genders(row) if caption.content_type == "speech" else []
+    if any(g != UNKNOWN for g in genders) and len(genders) == len(speakers):
+        for i, gender in enumerate(genders):
+            if gender == UNKNOWN:
+                continue
+            if hears_audio and speakers[i].gender not in (gender, UNKNOWN):
+                flags.append("corrected:speakers.gender")
+            speakers[i] = dataclasses.replace(speakers[i], gender=gender)
+        measured.add("speaker_gender")
+    return dataclasses.replace(caption, scene=scene, environment=environment,
+                               speakers=speakers), flags, measured
+
+
+def ground(caption: Caption, row: dict) -> tuple[Caption, list[str], str]:
+    """The grounding check (operators/grounding.py): a description asserting what the transcript
+    and the facts do not support is replaced by the sentence composed from the facts. Returns the
+    caption, the problems found, and the description's source ("model" or "template")."""
+    found = problems(caption.description, row, [s.gender for s in caption.speakers])
+    if not found:
+        return caption, [], "model"
+    return (dataclasses.replace(caption, description=template(row, caption.environment,
+                                                              caption.scene)),
+            found, "template")
+
+
+def provenance(caption: Caption, hears_audio: bool, measured: set[str] = frozenset()
+               ) -> dict[str, str]:
     """Per-field provenance of a caption: the model's fields heard or inferred, the pipeline's
-    measured, and a value nobody could tell (a speaker count the speaker model could not
-    give) unknown."""
+    measured (and `measured`: fields the evidence fixed), and a value nobody could tell (a
+    speaker count the speaker model could not give) unknown."""
     out = field_provenance(hears_audio)
+    out.update({key: MEASURED for key in measured})
     if caption.speaker_count is None:
         out["speaker_count"] = UNKNOWN_SOURCE
     return out
 
 
-def caption_columns(caption: Caption, hears_audio: bool) -> dict:
-    prov = provenance(caption, hears_audio)
+def caption_columns(caption: Caption, hears_audio: bool, measured: set[str] = frozenset(),
+                    description_source: str = "model", grounding: list[str] = ()) -> dict:
+    prov = provenance(caption, hears_audio, measured)
+    unheard = [] if hears_audio else [
+        f for f in UNHEARD_BY_TEXT_MODEL if not (f == "speakers.gender" and
+                                                 "speaker_gender" in measured)]
     return {
         "caption_scene": caption.scene, "caption_environment": caption.environment,
         "caption_emotion": caption.emotion, "caption_content_type": caption.content_type,
         "caption_language": caption.language, "caption_speaker_count": caption.speaker_count,
         "caption_speakers": [dataclasses.asdict(s) for s in caption.speakers],
         "caption_description": caption.description,
+        "caption_description_source": description_source,
+        "caption_grounding": list(grounding),
         "caption_provenance": prov,
-        "caption_unheard_fields": [] if hears_audio else list(UNHEARD_BY_TEXT_MODEL),
+        "caption_unheard_fields": unheard,
     }
 
 
@@ -197,7 +262,9 @@ class CaptionStage(Stage):
     def _caption(self, row: dict, audio: np.ndarray | None) -> dict:
         source = SOURCE_AUDIO if self.hears_audio else SOURCE_FEATURES
         out = {"caption_source": source, "caption_model": self.model_label}
-        schema = request_schema(self.hears_audio, measured_values(row)["speaker_count"])
+        schema = request_schema(self.hears_audio, measured_values(row)["speaker_count"],
+                                scenes=scene_candidates(row),
+                                environments=environment_candidates(row))
         messages = build_messages(row, schema, self.hears_audio,
                                   self.cfg.max_transcript_chars, audio)
         stats = CallStats()
@@ -226,8 +293,13 @@ class CaptionStage(Stage):
                     "drop_reason": reasons.CAPTION_INVALID,
                     "drop_detail": "; ".join(outcome.errors[:3])[:500]}
         caption, corrections = compose(outcome.reply, outcome.said, row, self.hears_audio)
-        return {**out, **caption_columns(caption, self.hears_audio),
-                "caption_flags": flags + corrections}
+        caption, held, measured = apply_evidence(caption, row, self.hears_audio)
+        caption, found, source = ground(caption, row)
+        if source == "template":
+            measured.add("description")
+        return {**out, **caption_columns(caption, self.hears_audio, measured, source, found),
+                "caption_flags": flags + corrections + held
+                + (["corrected:description"] if found else [])}
 
     def _segment_audio(self, rows: list[dict], todo: list[int]
                        ) -> tuple[dict[int, np.ndarray], dict[int, str]]:

@@ -8,6 +8,11 @@ change of speaker embed as a blend of both and can form a tiny cluster of their 
 with fewer than `speakers.min_speaker_windows` windows (or under `min_speaker_share` of the
 recording's windows) is folded into the nearest large one.
 Ids are `spk1`, `spk2`, ... in order of first appearance in the recording.
+
+Each speaker also gets a gender from the pitch of its own windows across the recording
+(operators/voice.py): the embedding stage measures the median f0 of every window it embeds, and
+the clustering pools them per speaker (`speaker_f0_hz`, `speaker_genders`,
+`speaker_gender_confidence`, aligned with `speaker_ids`).
 """
 from __future__ import annotations
 
@@ -16,10 +21,12 @@ import pyarrow as pa
 
 from operators.audio import from_bytes
 from operators.base import ModelStage, Stage, model_identity
+from operators.voice import gender_of, pooled_median, segment_window_pitch
 from schemas.config import SpeakersConfig, StageResources
-from schemas.tables import SPEAKER_EMBEDDINGS_FIELD, SPEAKER_FIELDS
+from schemas.tables import SPEAKER_EMBEDDINGS_FIELD, SPEAKER_FIELDS, SPEAKER_WINDOW_PITCH_FIELD
 
-EMBED_FIELDS = [SPEAKER_EMBEDDINGS_FIELD] + [f for f in SPEAKER_FIELDS if f.name == "speaker_model"]
+EMBED_FIELDS = [SPEAKER_EMBEDDINGS_FIELD, SPEAKER_WINDOW_PITCH_FIELD] + [
+    f for f in SPEAKER_FIELDS if f.name == "speaker_model"]
 
 
 def cluster_windows(embeddings: np.ndarray, threshold: float, min_windows: int,
@@ -72,10 +79,17 @@ class SpeakerEmbedStage(ModelStage):
         if (row["reject_reason"] is not None or row["content_type"] != "speech"
                 or row["duration_s"] < self.cfg.min_segment_s):
             return
-        windows = self.encoder.embed_windows(from_bytes(row["audio"]), self.cfg.hop_s)
+        audio = from_bytes(row["audio"])
+        windows = self.encoder.embed_windows(audio, self.cfg.hop_s)
         if len(windows):
             row["speaker_embeddings"] = windows.tolist()
             row["speaker_model"] = self.encoder.model_label
+            # The pitch of the same windows, so the clustering can give each speaker the
+            # median pitch of its own windows (WORLD runs ~100x real time).
+            medians, voiced, frames = segment_window_pitch(audio, len(windows), self.cfg.hop_s,
+                                                           self.encoder.window_s)
+            row[SPEAKER_WINDOW_PITCH_FIELD.name] = [[float("nan") if m is None else m, v, n]
+                                                    for m, v, n in zip(medians, voiced, frames)]
 
 
 class SpeakerClusterStage(Stage):
@@ -85,9 +99,10 @@ class SpeakerClusterStage(Stage):
     # which a night's partition blocks guarantee (pipeline/dag.py); it groups within the batch.
     name = "speakers"
     per_recording = True
-    requires = ("recording_id", "segment_index", "reject_reason", SPEAKER_EMBEDDINGS_FIELD.name)
+    requires = ("recording_id", "segment_index", "reject_reason", SPEAKER_EMBEDDINGS_FIELD.name,
+                SPEAKER_WINDOW_PITCH_FIELD.name)
     adds = pa.schema([f for f in SPEAKER_FIELDS if f.name != "speaker_model"])
-    consumes = (SPEAKER_EMBEDDINGS_FIELD.name,)
+    consumes = (SPEAKER_EMBEDDINGS_FIELD.name, SPEAKER_WINDOW_PITCH_FIELD.name)
     resources = StageResources(num_cpus=0.25, concurrency=1, batch_size=1)
 
     @classmethod
@@ -114,15 +129,18 @@ class SpeakerClusterStage(Stage):
             self._assign(group)
         for row in rows:
             row.pop(SPEAKER_EMBEDDINGS_FIELD.name, None)
+            row.pop(SPEAKER_WINDOW_PITCH_FIELD.name, None)
         return self.to_table(rows, batch)
 
     def _assign(self, rows: list[dict]) -> None:
-        owners, chunks = [], []
+        owners, chunks, pitch = [], [], []
         for k, row in enumerate(rows):
             windows = row.get(SPEAKER_EMBEDDINGS_FIELD.name)
             if windows:
                 chunks.append(np.asarray(windows, dtype=np.float32))
                 owners.extend([k] * len(windows))
+                pitch.extend(row.get(SPEAKER_WINDOW_PITCH_FIELD.name)
+                             or [[float("nan"), 0, 0]] * len(windows))
         segments = [r for r in rows if r["reject_reason"] is None]
         if not chunks:
             for row in segments:
@@ -131,6 +149,7 @@ class SpeakerClusterStage(Stage):
         labels = cluster_windows(np.concatenate(chunks), self.cfg.distance_threshold,
                                  self.cfg.min_speaker_windows, self.cfg.min_speaker_share)
         owners = np.asarray(owners)
+        voices = self._voices(labels, pitch)
         for row in segments:
             row["recording_speaker_count"] = int(labels.max()) + 1
         for k in np.unique(owners):
@@ -139,3 +158,19 @@ class SpeakerClusterStage(Stage):
             ranked = sorted(zip(ids.tolist(), counts.tolist()), key=lambda t: (-t[1], t[0]))
             rows[k]["speaker_ids"] = [f"spk{i + 1}" for i, _ in ranked]
             rows[k]["speaker_count"] = len(ranked)
+            rows[k]["speaker_f0_hz"] = [voices[i][0] for i, _ in ranked]
+            rows[k]["speaker_genders"] = [voices[i][1] for i, _ in ranked]
+            rows[k]["speaker_gender_confidence"] = [voices[i][2] for i, _ in ranked]
+
+    @staticmethod
+    def _voices(labels: np.ndarray, pitch: list) -> dict[int, tuple]:
+        """Per speaker label: (median f0 over its windows in the recording, gender, confidence)."""
+        out = {}
+        for label in np.unique(labels).tolist():
+            mine = [pitch[i] for i in np.flatnonzero(labels == label)]
+            medians = [None if m is None or m != m else float(m) for m, _, _ in mine]
+            voiced = [int(v) for _, v, _ in mine]
+            median = pooled_median(medians, voiced)
+            gender, confidence = gender_of(median, sum(voiced), sum(int(n) for _, _, n in mine))
+            out[label] = (None if median is None else round(median, 1), gender, confidence)
+        return out

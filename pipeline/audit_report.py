@@ -516,6 +516,45 @@ def _meta_rows(meta: dict) -> list[dict]:
             if isinstance(v, (str, int, float, bool)) or v is None]
 
 
+# Where the kept captions' values came from (measured / heard / inferred / unknown, per field),
+# whose descriptions the grounding check replaced, and why (schema 8; older runs lack them).
+CAPTION_SQL = {
+    "caption_provenance": """SELECT field, provenance, count(*) AS captions
+FROM (UNPIVOT (SELECT caption_provenance.* FROM annotations
+               WHERE drop_reason IS NULL AND caption_provenance IS NOT NULL)
+      ON COLUMNS(*) INTO NAME field VALUE provenance)
+GROUP BY 1, 2
+ORDER BY 1, 2""",
+    "caption_description_source": """SELECT caption_description_source AS description_source,
+       count(*) AS captions
+FROM annotations
+WHERE drop_reason IS NULL AND caption_description IS NOT NULL
+GROUP BY 1
+ORDER BY captions DESC""",
+    "caption_grounding": """SELECT split_part(problem, ':', 1) AS problem, count(*) AS captions,
+       min(problem) AS example
+FROM (SELECT unnest(caption_grounding) AS problem FROM annotations WHERE drop_reason IS NULL)
+GROUP BY 1
+ORDER BY captions DESC""",
+}
+
+
+def _caption_section(con) -> list[str]:
+    """The run report's caption tables, or one line saying why there are none."""
+    columns = {r[0] for r in con.execute("DESCRIBE annotations").fetchall()}
+    if not {"caption_provenance", "caption_description_source"} <= columns:
+        return ["<h2>Captions</h2>", "<p>This run's annotations predate caption provenance and "
+                "the grounding check (schema 8).</p>"]
+    parts = ["<h2>Captions</h2>",
+             "<p>Kept segments: where each caption field came from, whether the description is "
+             "the model's or the sentence composed from the facts (the grounding check replaced "
+             "it), and what the check found.</p>"]
+    for name, sql in CAPTION_SQL.items():
+        parts += [f"<h3>{_e(name.replace('_', ' '))}</h3>", _table_html(_fetch(con, sql)),
+                  _details([(name, sql)])]
+    return parts
+
+
 def write_report(con, src, out_dir: str | Path, view_definitions: dict[str, str] | None = None
                  ) -> list[Path]:
     """Compute, draw and write the report for `src` (pipeline.audit.AuditSource) into
@@ -565,6 +604,8 @@ def write_report(con, src, out_dir: str | Path, view_definitions: dict[str, str]
         parts += [f"<details><summary>{_e(src.marker)} (top-level values)</summary>",
                   _table_html(meta), "</details>"]
 
+    if kind == RUN:
+        parts += _caption_section(con)
     parts.append("<h2>Figures</h2>")
     for plot in plots:
         parts.append(f"<figure id='{_e(plot.name)}'><h3>{_e(plot.title)}</h3>")

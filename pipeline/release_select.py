@@ -50,6 +50,8 @@ from operators.storage import ObjectStore
 from pipeline.ledger import Snapshot, read_bucket
 from schemas.config import ReleaseConfig, StorageConfig
 from schemas.layout import Layout
+from schemas.captions import UNKNOWN
+from schemas.provenance import INFERRED, RANK
 from schemas.release import SELECTION_SCHEMA
 from schemas.tables import ANNOTATIONS_SCHEMA
 
@@ -63,7 +65,7 @@ VIEW_COLUMNS = [
     "asr_agreement", "speaker_count",
     "caption_source", "caption_model", "caption_scene", "caption_environment",
     "caption_emotion", "caption_speaker_count", "caption_speakers", "caption_description",
-    "caption_flags", "drop_reason",
+    "caption_flags", "caption_provenance", "drop_reason",
 ]
 # The annotation schema version each row was read from (the file's Parquet metadata; null for a
 # file without it): an auditor can tell which rows came from older runs, and a rule whose input
@@ -156,7 +158,57 @@ def split_by(table: pa.Table, keys: np.ndarray, parts: int) -> list[pa.Table]:
 # View columns only the score reads: dropped once scored, so the shuffles carry less.
 SCORE_ONLY = ["start_s", "end_s", "segment_index", "snr_db", "clipped_ratio", "speech_fraction",
               "music_fraction", "noise_fraction", "asr_confidence", "asr_agreement",
-              "speaker_count", "caption_model", "caption_flags"]
+              "speaker_count", "caption_model", "caption_flags", "caption_provenance"]
+
+
+# caption column per provenance key, and what a field below the minimum becomes
+_CAPTION_TEXT = {"scene": "caption_scene", "environment": "caption_environment",
+                 "emotion": "caption_emotion", "description": "caption_description"}
+_SPEAKER_KEYS = {"speaker_gender": "gender", "speaker_age_group": "age_group",
+                 "speaker_emotion": "emotion", "speaker_speaking_style": "speaking_style"}
+
+
+def hold_captions_to(table: pa.Table, minimum: str) -> pa.Table:
+    """`release.caption_min_provenance`: every caption field whose provenance ranks below
+    `minimum` becomes "unknown" (the description: null), vectorized. A row without provenance
+    (written before schema 6, by the text captioner) counts as inferred. Runs after scoring, so
+    the score still sees what the night wrote."""
+    allowed = pa.array([p for p, r in RANK.items() if r >= RANK[minimum]])
+    if RANK[minimum] <= RANK[INFERRED] or not table.num_rows:
+        return table  # nothing a night writes ranks below inferred but "unknown" values
+
+    prov = table.column("caption_provenance").combine_chunks()
+
+    def weak(key: str) -> pa.Array:
+        value = pc.fill_null(pc.struct_field(prov, key) if prov.null_count < len(prov)
+                             else pa.nulls(len(prov), pa.string()), INFERRED)
+        return pc.invert(pc.is_in(value, value_set=allowed))
+
+    for key, column in _CAPTION_TEXT.items():
+        values = table.column(column).combine_chunks()
+        held = pa.nulls(len(values), values.type) if key == "description" \
+            else pa.scalar(UNKNOWN, values.type)
+        masked = pc.if_else(pc.and_(weak(key), pc.is_valid(values)), held, values)
+        table = table.set_column(table.schema.get_field_index(column), column, masked)
+    speakers = table.column("caption_speakers").combine_chunks()
+    if len(speakers.flatten()):
+        # flatten/list_parent_indices respect a slice, .values/.offsets do not: rebase them
+        owner = pc.list_parent_indices(speakers)
+        values = speakers.flatten()
+        offsets = pc.subtract(speakers.offsets, speakers.offsets[0])
+        children = []
+        for field in values.type:
+            child = pc.struct_field(values, field.name)
+            key = next(k for k, v in _SPEAKER_KEYS.items() if v == field.name)
+            hide = pc.take(weak(key), owner)
+            children.append(pc.if_else(hide, pa.scalar(UNKNOWN, child.type), child))
+        rebuilt = pa.StructArray.from_arrays(children, fields=list(values.type),
+                                             mask=pc.is_null(values))
+        speakers = pa.ListArray.from_arrays(offsets, rebuilt, mask=pc.is_null(speakers))
+        table = table.set_column(table.schema.get_field_index("caption_speakers"),
+                                 "caption_speakers", speakers.cast(table.schema.field(
+                                     "caption_speakers").type))
+    return table
 
 
 def event_tags(labels: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -175,7 +227,8 @@ def view_and_score(storage: StorageConfig, output_uri: str, snapshot: Snapshot, 
     to the same part)."""
     store = ObjectStore(storage, reached=True)
     view, stats = bucket_view(store, Layout(output_uri), snapshot, bucket, set(takedowns))
-    scored = score_table(view, release).drop_columns(SCORE_ONLY)
+    scored = hold_captions_to(score_table(view, release),
+                              release.caption_min_provenance).drop_columns(SCORE_ONLY)
     scored = scored.set_column(scored.schema.get_field_index("event_labels"), "event_tags",
                                event_tags(scored.column("event_labels")))
     scored = scored.append_column("duplicate_of", pa.nulls(scored.num_rows, pa.string()))

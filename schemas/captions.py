@@ -122,14 +122,19 @@ def reply_type(hears_audio: bool) -> type:
     return HeardReply if hears_audio else TextReply
 
 
-def request_schema(hears_audio: bool, speaker_count: Optional[int] = None) -> dict:
+def request_schema(hears_audio: bool, speaker_count: Optional[int] = None,
+                   scenes: tuple[str, ...] = SCENES,
+                   environments: tuple[str, ...] = ENVIRONMENTS) -> dict:
     """The JSON schema sent as `response_format`: constrained decoding follows it token by token,
     so every field is a closed enum or a length-bounded string and a constrained reply is always
-    valid. For a model that hears, the speakers list has exactly the measured speaker count."""
+    valid. For a model that hears, the speakers list has exactly the measured speaker count.
+    `scenes` and `environments` narrow the choice to what the evidence allows
+    (operators/caption_evidence.py)."""
     def enum(values: tuple[str, ...]) -> dict:
         return {"type": "string", "enum": list(values)}
 
-    props: dict = {"scene": enum(SCENES), "environment": enum(ENVIRONMENTS)}
+    assert set(scenes) <= set(SCENES) and set(environments) <= set(ENVIRONMENTS)
+    props: dict = {"scene": enum(scenes), "environment": enum(environments)}
     if hears_audio:
         props["emotion"] = enum(EMOTIONS)
         speaker = {"type": "object",

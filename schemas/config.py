@@ -300,6 +300,10 @@ class ReleaseConfig:
                                                           # is always a stratum
     content_types: list[str] = field(default_factory=lambda: ["speech", "music", "sound"])
     dedupe: bool = True                  # keep one copy of exactly equal decoded audio
+    # Caption fields whose provenance ranks below this (unknown < inferred < heard < measured)
+    # ship as "unknown" (a description as null): `heard` keeps no text model's guess.
+    caption_min_provenance: str = bounded("inferred", one_of=("unknown", "inferred", "heard",
+                                                              "measured"))
     quality: QualityConfig = field(default_factory=QualityConfig)
     splits: SplitConfig = field(default_factory=SplitConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -385,6 +389,8 @@ class ModelEntry:
     files: dict[str, ModelFile]
     location: Optional[str] = None       # the directory (path) or s3://bucket/prefix/ (s3)
     family: str = ""                     # e.g. whisper-ct2, silero-onnx; adapters dispatch on it
+    # packaged models `make install` does not install: the command that does (said when missing)
+    install: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -18,3 +18,8 @@ INFERRED = "inferred"
 UNKNOWN = "unknown"
 
 PROVENANCES = (MEASURED, HEARD, INFERRED, UNKNOWN)
+
+# How much a value can be trusted, for `release.caption_min_provenance`: a release keeps a caption
+# field only when its provenance ranks at least the minimum (heard and measured both come from the
+# signal; measured is reproducible).
+RANK = {UNKNOWN: 0, INFERRED: 1, HEARD: 2, MEASURED: 3}

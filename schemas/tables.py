@@ -10,12 +10,14 @@ import pyarrow as pa
 
 from schemas.captions import PROVENANCE_KEYS
 
-SCHEMA_VERSION = "7"  # 2: several ASR systems, agreement, hallucination flags;
+SCHEMA_VERSION = "8"  # 2: several ASR systems, agreement, hallucination flags;
                       # 3: signal measures, acoustic events, speakers; 4: captions;
                       # 5: audio_sha256 (exact duplicates across keys);
                       # 6: caption_provenance (measured / heard / inferred / unknown per field)
                       # 7: asr_agreement is independent support (asr_support, asr_dissent);
                       #    levels on the source channels, source_out_of_range_samples
+                      # 8: speaker gender from pitch per speaker; scene/environment from the
+                      #    evidence; grounding check of descriptions (caption_grounding)
 PIPELINE_RATE_HZ = 16000  # every stage sees mono float32 audio at this rate
 
 # --- columns shared by every row that flows through the DAG: which object it came from --------
@@ -109,10 +111,18 @@ SPEAKER_FIELDS = [
     pa.field("speaker_ids", pa.list_(pa.string())),    # ids consistent within the recording,
                                                        # most talk time first
     pa.field("recording_speaker_count", pa.int32()),
+    # per speaker of speaker_ids: median f0 over that speaker's windows in the whole recording,
+    # and the gender it gives (operators/voice.py; "unknown" below its confidence)
+    pa.field("speaker_f0_hz", pa.list_(pa.float32())),
+    pa.field("speaker_genders", pa.list_(pa.string())),
+    pa.field("speaker_gender_confidence", pa.list_(pa.float32())),
     pa.field("speaker_model", pa.string()),
 ]
 # Internal: one embedding per window, from the embedding stage to the clustering step.
 SPEAKER_EMBEDDINGS_FIELD = pa.field("speaker_embeddings", pa.list_(pa.list_(pa.float32())))
+# Internal, aligned with the embeddings: per window, median voiced f0 (null: none voiced), voiced
+# frames and all frames.
+SPEAKER_WINDOW_PITCH_FIELD = pa.field("speaker_window_pitch", pa.list_(pa.list_(pa.float32())))
 
 # --- captions (operators/caption.py; the record itself is schemas/captions.py) ----------------
 CAPTION_SPEAKER_TYPE = pa.struct([
@@ -135,6 +145,10 @@ CAPTION_FIELDS = [
     pa.field("caption_speaker_count", pa.int32()),
     pa.field("caption_speakers", pa.list_(CAPTION_SPEAKER_TYPE)),
     pa.field("caption_description", pa.string()),
+    # model | template: the model's sentence, or the one composed from the facts when the
+    # grounding check (operators/grounding.py) found what caption_grounding lists
+    pa.field("caption_description_source", pa.string()),
+    pa.field("caption_grounding", pa.list_(pa.string())),
     pa.field("caption_provenance", CAPTION_PROVENANCE_TYPE),
     pa.field("caption_unheard_fields", pa.list_(pa.string())),  # "unknown" because not heard
     pa.field("caption_flags", pa.list_(pa.string())),  # corrected:<field>, truncated, ...

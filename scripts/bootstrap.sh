@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the project needs on a fresh machine; a fast no-op once done.
-#   - Debian packages with the real demo/test audio (pocketsphinx-testdata, tuxpaint-stamps-default),
+#   - Debian packages with the real demo/test audio (pocketsphinx-testdata, tuxpaint-stamps-default,
+#     codec2-examples: male and female voices),
 #     and a C++ toolchain for llama-cpp-python (built once per machine for one fixed instruction
 #     set, scripts/llama_build.sh, so the caption model computes alike on every CPU)
 #   - .venv with the pinned Python packages (requirements.txt) and this project (editable)
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[install] %s\n' "$*"; }
 
 # --- Debian packages -----------------------------------------------------------------------------
-APT_PACKAGES=(pocketsphinx-testdata tuxpaint-stamps-default g++ cmake)
+APT_PACKAGES=(pocketsphinx-testdata tuxpaint-stamps-default codec2-examples g++ cmake)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -12,6 +12,7 @@ from model_serving.chat_client import ChatClient
 from model_serving.llm_server import LocalLlmServer
 from operators.caption import CaptionStage
 from operators.caption_parse import extract_object, parse_reply
+from operators.grounding import problems
 from schemas import reasons
 from schemas.captions import (ENVIRONMENTS, SCENES, UNHEARD_BY_TEXT_MODEL, field_provenance,
                               model_fields)
@@ -109,12 +110,21 @@ def test_constrained_replies_are_valid_typed_captions_with_measured_fields_and_p
         assert row["caption_language"] == src.get("language")
         assert row["caption_speaker_count"] == src.get("speaker_count", 0)
         assert len(row["caption_speakers"]) == row["caption_speaker_count"]
-        assert not any(f.startswith("corrected:") for f in row["caption_flags"])
-        # A text model never heard a voice: those fields are unknown and say so.
+        # Only the description may have been replaced (constrained decoding cannot pick a
+        # scene or environment the evidence rules out): then by the sentence from the facts.
+        assert [f for f in row["caption_flags"] if f.startswith("corrected:")] in (
+            [], ["corrected:description"])
+        replaced = row["caption_description_source"] == "template"
+        assert replaced == bool(row["caption_grounding"]) == (
+            "corrected:description" in row["caption_flags"])
+        assert problems(row["caption_description"], src) == []
+        # A text model never heard a voice: those fields are unknown and say so (these rows
+        # carry no measured gender).
         assert row["caption_emotion"] == "unknown"
         assert all(set(s.values()) == {"unknown"} for s in row["caption_speakers"])
         assert row["caption_unheard_fields"] == list(UNHEARD_BY_TEXT_MODEL)
-        assert row["caption_provenance"] == want_prov
+        assert row["caption_provenance"] == {
+            **want_prov, "description": "measured" if replaced else "inferred"}
         assert row["caption_completion_tokens"] > 5 and row["caption_attempts"] == 1
 
 
@@ -137,7 +147,8 @@ def test_transcript_injection_changes_neither_the_schema_nor_other_segments(serv
 def test_pipeline_fields_written_by_an_endpoint_are_flagged_exactly_where_they_differ():
     """An endpoint that ignores response_format writes measured fields too: never taken, and
     flagged exactly where the reply differed from the measurement."""
-    base = {"scene": "reading", "environment": "indoor",
+    # (environment unknown: no tag of these rows says indoor, so "indoor" would be corrected too)
+    base = {"scene": "reading", "environment": "unknown",
             "description": "Someone reads a short passage aloud."}
     replies = [
         {**base, "content_type": "speech", "language": "en", "speaker_count": 1},   # agrees

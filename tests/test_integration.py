@@ -228,6 +228,8 @@ def test_speaker_ids_are_consistent_within_a_recording(first_run):
 
 def test_kept_segments_have_valid_captions_that_agree_with_measurements(second_run):
     """The embedded server ran the real small model on every kept segment."""
+    from operators.caption_evidence import measured_environment, scene_candidates
+    from operators.grounding import problems
     from schemas.captions import ENVIRONMENTS, SCENES, UNHEARD_BY_TEXT_MODEL
 
     _, summary, ann, _ = second_run
@@ -246,10 +248,24 @@ def test_kept_segments_have_valid_captions_that_agree_with_measurements(second_r
             assert r["caption_language"] is None and r["caption_speaker_count"] == 0
         assert len(r["caption_speakers"]) == (r["caption_speaker_count"] or 0)
         assert r["caption_emotion"] == "unknown"
-        assert r["caption_unheard_fields"] == list(UNHEARD_BY_TEXT_MODEL)
         prov = r["caption_provenance"]
-        assert (prov["scene"], prov["content_type"], prov["speaker_gender"]) == \
-            ("inferred", "measured", "unknown")
+        # genders are the measured ones (pitch per speaker), never the model's
+        genders = [s["gender"] for s in r["caption_speakers"]]
+        if r["content_type"] == "speech" and r["speaker_genders"]:
+            assert genders == r["speaker_genders"]
+        gendered = any(g != "unknown" for g in genders)
+        assert prov["speaker_gender"] == ("measured" if gendered else "unknown")
+        assert r["caption_unheard_fields"] == [
+            f for f in UNHEARD_BY_TEXT_MODEL if not (gendered and f == "speakers.gender")]
+        assert (prov["scene"], prov["content_type"]) == ("inferred", "measured")
+        # the scene is one the evidence allows; every kept description passes the grounding
+        # check (0 contradictions, 0 made-up names), the model's or the one from the facts
+        assert r["caption_scene"] in scene_candidates(r)
+        assert problems(r["caption_description"], r) == []
+        assert prov["description"] == ("measured" if r["caption_description_source"] ==
+                                       "template" else "inferred")
+        assert (r["caption_environment"] == "telephone") == (
+            measured_environment(r) == "telephone")
         assert prov["speaker_count"] == ("unknown" if r["caption_speaker_count"] is None
                                          else "measured")
     # Segments dropped before captioning were not sent; a caption drop names its reason.

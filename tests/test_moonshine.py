@@ -86,12 +86,16 @@ def test_long_input_is_cut_at_pauses_between_the_clips():
     audios = [read_audio(w) for w in stems]
     joined = np.concatenate(audios)                      # 24.7 s of one reader
     bounds = np.cumsum([a.size for a in audios])[:-1]
-    pieces = split_at_pauses(joined)
+    pieces = split_at_pauses(joined, max_s=15.0)
     assert len(pieces) == 2 and sum(p.size for p in pieces) == joined.size
-    assert max(p.size for p in pieces) <= MAX_PIECE_SECONDS * SAMPLE_RATE
+    assert max(p.size for p in pieces) <= 15.0 * SAMPLE_RATE
     cut = pieces[0].size
     assert np.min(np.abs(bounds - cut)) < 0.3 * SAMPLE_RATE  # in the pause between two clips
-    assert len(split_at_pauses(joined[:SAMPLE_RATE * 10])) == 1
+    assert len(split_at_pauses(joined[:SAMPLE_RATE * 10], max_s=15.0)) == 1
+    # the adapter's default piece length: as few pieces as the length needs, none too long
+    default = split_at_pauses(joined)
+    assert len(default) == int(np.ceil(joined.size / (MAX_PIECE_SECONDS * SAMPLE_RATE)))
+    assert max(p.size for p in default) <= MAX_PIECE_SECONDS * SAMPLE_RATE
 
 
 def test_long_segment_pieces_are_joined(model):

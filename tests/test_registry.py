@@ -46,6 +46,29 @@ def test_missing_package_names_entry_and_place(tmp_path):
     assert "asr/ghost" in str(err.value) and "not_installed_pkg" in str(err.value)
 
 
+def test_optional_model_not_installed_says_how_and_is_skipped_by_models(tmp_path, capsys):
+    from dataclasses import replace
+
+    from pipeline.cli import _models
+    from pipeline.config import load_config
+    from tests.conftest import LOCAL_CONFIG
+
+    entry = ModelEntry(source="packaged", version="1", install="make install-optional-models",
+                       files={"m.gguf": ModelFile(sha256="0" * 64,
+                                                  parts=["not_installed_pkg/data/m.gguf"])})
+    registry = ModelRegistry({"caption/optional": entry}, str(tmp_path))
+    assert not registry.installed("caption/optional")
+    with pytest.raises(ModelError, match="make install-optional-models"):
+        registry.resolve("caption/optional")
+    cfg = load_config(LOCAL_CONFIG)
+    only = replace(cfg, models={"caption/optional": entry}, model_cache_dir=str(tmp_path))
+    assert _models(only, quiet=False) == 0
+    assert "not installed (optional: make install-optional-models)" in capsys.readouterr().out
+    required = replace(only, models={"caption/optional": replace(entry, install=None)})
+    with pytest.raises(ModelError):
+        _models(required, quiet=True)
+
+
 def test_path_source_checks_checksums(tmp_path, vad_file):
     shutil.copy(vad_file, tmp_path / "silero_vad_v6.onnx")
     good = ModelEntry(source="path", version="1", location=str(tmp_path), files={
