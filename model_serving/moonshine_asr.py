@@ -15,11 +15,12 @@ Facts about that library (moonshine-cpp 0.1.4) that shape this adapter:
 - Its decoder stops at 13 tokens per second of audio; when it loops (noisy or mixed-language
   segments) it fills that budget with a repeated phrase, which operators/hallucination.py flags.
   The library has no setting for that cap, and a token costs more the longer the piece, so a
-  loop over a 15 s piece took longer than the audio (a 13.9 s segment: 17.6 s). Pieces of at
-  most 8 s bound that: on the English speech segments of a 12-minute `make bench` corpus
-  Moonshine took 42.4 s with 15 s pieces and 17.3 s with 8 s pieces; the WER of joined LibriVox
-  (30.6 s) stayed 0.051 and of the clean and 5 dB sets 0.109 and 0.287 at 15, 10 and 8 s
-  (/tmp profiling runs quoted in issue 18's note).
+  loop over a 15 s piece took longer than the audio. Pieces of at most 10 s bound that
+  (`python -m bench.moonshine_pieces`, Moonshine alone on the English speech segments of a
+  `make bench` corpus: 12 minutes, 6 segments: 32.3 s with 15 s pieces, 8.7 s with 10 s,
+  17.5 s with 8 s; 24 minutes, 13 segments: 34.7, 17.6 and 23.3 s). Which piece loops depends
+  on where the cuts fall, so shorter is not always faster; the WER was the same at every
+  length (clean clips 0.109, 5 dB 0.287, joined LibriVox 0.051).
 - It returns text only (no token scores), so `confidence` is None.
 - Memory: ~390 MiB per loaded instance once it has decoded a 10 s piece.
 """
@@ -38,7 +39,7 @@ from model_serving.registry import ModelError, ResolvedModel
 
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.1          # shorter input holds no word; the encoder rejects < 895 samples
-MAX_PIECE_SECONDS = 8.0    # longer segments are cut at pauses into pieces of at most this
+MAX_PIECE_SECONDS = 10.0   # longer segments are cut at pauses into pieces of at most this
 MIN_PIECE_SECONDS = 2.0    # ...and no piece is left shorter than this (where there is a choice)
 _FILES = ("encoder_model.ort", "decoder_model_merged.ort", "tokenizer.bin")
 _MODEL_TYPE_BASE = 1       # libmoonshine's model type: 0 tiny, 1 base

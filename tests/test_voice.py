@@ -8,7 +8,8 @@ from infra.demo_corpus import CODEC2, CODEC2_VOICES, read_audio
 from operators.audio import to_bytes
 from operators.pitch import f0_track
 from operators.speakers import SpeakerClusterStage, SpeakerEmbedStage
-from operators.voice import (F0_MAX_HZ, F0_MIN_HZ, gender_of, pooled_median, window_pitch)
+from operators.voice import (F0_MAX_HZ, F0_MIN_HZ, FUNDAMENTAL_BAND_MIN_DB, fundamental_band_db,
+                             gender_of, pooled_median, segment_window_pitch, window_pitch)
 from pipeline.config import load_config
 from tests.conftest import LOCAL_CONFIG
 
@@ -36,6 +37,22 @@ def test_every_known_voice_gets_its_gender_and_nothing_is_guessed_on_noise():
     # get a gender from the few frames that are: a pitch of 260 Hz there would say "female".
     for name in ("mmt1", "david4"):
         assert _gender(read_audio(CODEC2 / f"{name}.wav"))[0] == "unknown", name
+
+
+def test_telephone_band_speech_gets_no_gender():
+    """Filtered to 300-3400 Hz the fundamental is gone and pitch reads a harmonic (a man at
+    ~330 Hz): the segment must give no pitch at all, not a wrong "female"."""
+    from bench.caption_labels import telephone_band
+
+    for name in ("morig", "forig", "hts1a"):
+        audio = read_audio(CODEC2 / f"{name}.wav")
+        assert fundamental_band_db(audio) > FUNDAMENTAL_BAND_MIN_DB
+        phone = telephone_band(audio)
+        assert fundamental_band_db(phone) < FUNDAMENTAL_BAND_MIN_DB
+        medians, voiced, frames = segment_window_pitch(phone, 2, 0.8, 1.6)
+        assert sum(voiced) == 0 and gender_of(pooled_median(medians, voiced), sum(voiced),
+                                              sum(frames))[0] == "unknown"
+        assert sum(segment_window_pitch(audio, 2, 0.8, 1.6)[1]) > 0   # wideband: voiced
 
 
 def test_the_rule_itself():
