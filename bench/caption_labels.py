@@ -28,11 +28,10 @@ import json
 import time
 from dataclasses import replace
 
-import numpy as np
 import pyarrow as pa
 
 from infra.demo_corpus import (CODEC2, CODEC2_VOICES, LIBRIVOX, POCKETSPHINX, TUXPAINT,
-                               StagedFile, encode, read_audio)
+                               StagedFile, encode, read_audio, telephone_band)
 
 SPEECH_SCENES = {"speech", "reading", "lecture", "broadcast", "conversation", "interview"}
 EXPECTED = {"animals": {"animals"}, "music": {"music", "singing"}, "household": {"household"},
@@ -50,14 +49,6 @@ KEEP = ("source_uri", "content_type", "transcript", "bandwidth_hz", "speaker_gen
         "caption_description_source", "caption_grounding", "caption_raw", "caption_flags")
 HOUSEHOLD = ["household/vacuum_cleaner.ogg", "household/toilet.ogg",
              "household/tools/hammer.ogg", "household/tools/saw.ogg"]
-
-
-def telephone_band(audio: np.ndarray) -> np.ndarray:
-    """300-3400 Hz, as a narrowband telephone line passes it."""
-    from scipy.signal import butter, sosfiltfilt
-
-    sos = butter(8, [300, 3400], btype="bandpass", fs=16000, output="sos")
-    return sosfiltfilt(sos, audio).astype(np.float32)
 
 
 def labelled_files(per_group: int) -> list[StagedFile]:

@@ -107,6 +107,14 @@ FORMATS = {
 }
 
 
+def telephone_band(audio: np.ndarray) -> np.ndarray:
+    """16 kHz audio filtered to 300-3400 Hz, as a narrowband telephone line passes it."""
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(8, [300, 3400], btype="bandpass", fs=RATE, output="sos")
+    return sosfiltfilt(sos, audio).astype(np.float32)
+
+
 def encode(audio: np.ndarray, fmt: str, rate: int = RATE) -> bytes:
     """Encode mono float32 audio into one of FORMATS with PyAV."""
     import av

@@ -46,6 +46,7 @@ LANGUAGE_NAMES = {
     "te": "Telugu", "ur": "Urdu", "sw": "Swahili", "af": "Afrikaans", "cy": "Welsh",
     "ga": "Irish", "is": "Icelandic", "ka": "Georgian", "hy": "Armenian", "km": "Khmer",
 }
+_LANGUAGE_WORDS = {name.lower() for name in LANGUAGE_NAMES.values()}
 NUMBER_WORDS = {
     "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
     "ten": 10, "eleven": 11, "twelve": 12, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
@@ -108,7 +109,7 @@ def _norm(word: str) -> str:
 
 
 def _fact_words(row: dict) -> set[str]:
-    """Words the measured facts contribute: tag names, the language's name, the environment."""
+    """Words the measured facts contribute: the heard tags' names and the language's name."""
     out = set()
     for tag in heard_tags(row):
         out |= {_norm(w) for w in _words(tag.get("name"))}
@@ -150,7 +151,7 @@ def problems(description: str, row: dict, genders: list[str] | None = None) -> l
         if not word[0].isupper() or _norm(word) in allowed:
             continue
         if _norm(word) in TITLES or m.start() not in starts:
-            if word.lower() not in {n.lower() for n in LANGUAGE_NAMES.values()}:
+            if word.lower() not in _LANGUAGE_WORDS:  # those are checked against the language
                 found.append(f"name:{word}")
     # numbers: the transcript's, the speaker count, and the measured features the model saw
     # (rounded as the prompt shows them) are facts; any other number is made up

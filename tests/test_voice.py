@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from infra.demo_corpus import CODEC2, CODEC2_VOICES, read_audio
+from infra.demo_corpus import CODEC2, CODEC2_VOICES, read_audio, telephone_band
 from operators.audio import to_bytes
 from operators.pitch import f0_track
 from operators.speakers import SpeakerClusterStage, SpeakerEmbedStage
@@ -42,8 +42,6 @@ def test_every_known_voice_gets_its_gender_and_nothing_is_guessed_on_noise():
 def test_telephone_band_speech_gets_no_gender():
     """Filtered to 300-3400 Hz the fundamental is gone and pitch reads a harmonic (a man at
     ~330 Hz): the segment must give no pitch at all, not a wrong "female"."""
-    from bench.caption_labels import telephone_band
-
     for name in ("morig", "forig", "hts1a"):
         audio = read_audio(CODEC2 / f"{name}.wav")
         assert fundamental_band_db(audio) > FUNDAMENTAL_BAND_MIN_DB
