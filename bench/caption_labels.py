@@ -7,7 +7,7 @@ grounded, and how fast is each text model? The evidence-only template is the bas
 The labelled set, all real recordings: tuxpaint sound effects named for what they are (animals,
 household), tuxpaint music (instruments), read English speech (LibriVox, CMU cards), the same
 speech band-limited to 300-3400 Hz (a telephone line), and the male and female voices of
-codec2-examples. Every segment runs through the night's stages in this process (decode, VAD,
+codec2-examples, wideband and through the same telephone band. Every segment runs through the night's stages in this process (decode, VAD,
 measures, events, ASR, speakers: bench/inprocess.py), so the features are the ones a night
 computes; every segment is then captioned, whatever the ASR stage decided.
 
@@ -15,7 +15,8 @@ Printed per model and for the template (scene = the first candidate the evidence
 description composed from the facts, operators/grounding.py):
 - scene accuracy per group (animals: "animals"; music: "music"/"singing"; household:
   "household"; speech groups: a speech scene), telephone environment accuracy;
-- gender accuracy on the codec2 voices and the share of one-speaker speech segments given one;
+- gender accuracy on the codec2 voices (wideband and telephone) and the share of one-speaker
+  speech segments given one;
 - the share of the model's descriptions the grounding check replaced (template fallback), by
   kind (contradiction / made-up name or number / gender), and the kept descriptions that still
   fail the check (0 by construction: the check runs on every kept one);
@@ -71,7 +72,9 @@ def labelled_files(per_group: int) -> list[StagedFile]:
         add("speech", path.stem, audio)
         add("telephone", path.stem, telephone_band(audio))
     for name, gender in CODEC2_VOICES.items():
-        add("voices", name, read_audio(CODEC2 / f"{name}.wav"), gender)
+        audio = read_audio(CODEC2 / f"{name}.wav")
+        add("voices", name, audio, gender)
+        add("telephone", name, telephone_band(audio), gender)
     return files
 
 
@@ -111,7 +114,7 @@ def measure(rows: list[dict], out: list[dict], wall_s: float | None) -> dict:
     result["telephone"] = sum(r["caption_environment"] == "telephone" for r in phone) / max(
         1, len(phone))
     voiced = [(label_of(r)[1], (r["caption_speakers"] or [{}])[0].get("gender"))
-              for r in out if label_of(r)[0] == "voices" and r["caption_speakers"]]
+              for r in out if label_of(r)[1] and r["caption_speakers"]]
     given = [(want, got) for want, got in voiced if got not in (None, "unknown")]
     result["gender_acc"] = sum(w == g for w, g in given) / max(1, len(given))
     one = [r for r in out if r.get("content_type") == "speech" and r.get("speaker_count") == 1]

@@ -4,6 +4,12 @@
 core (x real time after warm-up) and the first-call cost (import + JIT) of each. Prints a table.
 
     .venv/bin/python -m bench.pitch_bench [--frame-period-ms 32] [--write-reference PATH]
+    .venv/bin/python -m bench.pitch_bench --telephone
+
+`--telephone` instead compares, on the same speech and the codec2 voices filtered to a telephone
+line's 300-3400 Hz: the wideband median f0 (WORLD) against WORLD on the filtered signal and on
+its envelope (operators/pitch.py restore_fundamental), which the pipeline uses when the
+fundamental band is missing.
 
 Speech: the LibriVox clips, CMU cards and raw recordings of pocketsphinx-testdata, and spoken
 descriptions of tuxpaint-stamps-default joined per language (~12 s each; es, el, ro, be are voices
@@ -109,13 +115,47 @@ def first_call_cost(fn) -> tuple[float, float]:
     return t1 - t0, time.perf_counter() - t1
 
 
+def telephone() -> int:
+    """Median f0 of wideband speech vs the same through a telephone band, raw and restored."""
+    from infra.demo_corpus import CODEC2, CODEC2_VOICES, telephone_band
+    from operators.pitch import f0_track, fundamental_band_db, restore_fundamental
+
+    def median(f0: np.ndarray) -> tuple[float, float]:
+        v = f0[f0 > 0]
+        return (float(np.median(v)) if v.size else float("nan")), v.size / max(f0.size, 1)
+
+    clips = [(f"codec2-{n}", read_audio(CODEC2 / f"{n}.wav")) for n in CODEC2_VOICES
+             if (CODEC2 / f"{n}.wav").exists()] + corpus()
+    print(f"{'clip':<22}{'wideband':>10}{'vf':>6} |{'band dB':>8}{'filtered':>10}{'vf':>6} | "
+          f"{'envelope':>9}{'vf':>6}{'|diff| %':>9}")
+    diffs, raw_diffs = [], []
+    for name, audio in clips:
+        phone = telephone_band(audio)
+        wide = median(f0_track(audio, FMIN, FMAX)[0])
+        raw = median(f0_track(phone, FMIN, FMAX)[0])
+        env = median(f0_track(restore_fundamental(phone), FMIN, FMAX)[0])
+        diffs.append(abs(env[0] / wide[0] - 1))
+        raw_diffs.append(abs(raw[0] / wide[0] - 1))
+        print(f"{name:<22}{wide[0]:>10.0f}{wide[1]:>6.2f} |{fundamental_band_db(phone):>8.0f}"
+              f"{raw[0]:>10.0f}{raw[1]:>6.2f} | {env[0]:>9.0f}{env[1]:>6.2f}"
+              f"{100 * diffs[-1]:>9.1f}")
+    diffs, raw_diffs = np.array(diffs), np.array(raw_diffs)
+    print(f"{len(clips)} clips: median f0 within 10% of the wideband one: envelope "
+          f"{int(np.sum(diffs <= 0.1))}, filtered signal {int(np.sum(raw_diffs <= 0.1))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frame-period-ms", type=float, default=None,
                         help="WORLD frame period (default: operators.pitch's)")
     parser.add_argument("--write-reference", type=Path, default=None,
                         help="write pYIN's LibriVox values as JSON here")
+    parser.add_argument("--telephone", action="store_true",
+                        help="median f0 through a telephone band: filtered vs envelope")
     args = parser.parse_args(argv)
+    if args.telephone:
+        return telephone()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 

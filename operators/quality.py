@@ -12,8 +12,23 @@ from __future__ import annotations
 from typing import Optional
 
 from schemas.config import QualityConfig
+from schemas.provenance import HEARD, INFERRED, MEASURED
 
 COMPONENTS = ("agreement", "confidence", "snr", "content", "clipping", "duration", "caption")
+# The caption fields whose provenance scales the caption component (QualityConfig
+# inferred_caption_credit); the speakers' fields are "unknown" for every segment a text model
+# captions and do not apply to music or sounds, so they would only add a constant.
+CREDITED_CAPTION_FIELDS = ("scene", "environment", "description")
+
+
+def provenance_credit(provenance: str | None, cfg: QualityConfig) -> float:
+    """How much one caption field counts: measured/heard 1, inferred the configured credit,
+    unknown 0. A row without provenance (before schema 6: the text captioner) is inferred."""
+    if provenance in (MEASURED, HEARD):
+        return 1.0
+    if provenance is None or provenance == INFERRED:
+        return cfg.inferred_caption_credit
+    return 0.0
 
 
 # Since schema 7, asr_agreement is the independent support of the selected transcript (1 - the
@@ -65,7 +80,10 @@ def components(row: dict, cfg: QualityConfig) -> dict[str, Optional[float]]:
         out["duration"] = duration_fit(float(row["duration_s"]), cfg.durations[ctype])
     if row.get("caption_description") is not None:
         corrected = any(f.startswith("corrected:") for f in row.get("caption_flags") or [])
-        out["caption"] = cfg.corrected_caption if corrected else 1.0
+        prov = row.get("caption_provenance") or {}
+        credit = sum(provenance_credit(prov.get(k), cfg) for k in CREDITED_CAPTION_FIELDS)
+        out["caption"] = (cfg.corrected_caption if corrected else 1.0) * (
+            credit / len(CREDITED_CAPTION_FIELDS))
     elif row.get("caption_source") is not None:  # captioning ran and failed
         out["caption"] = 0.0
     return out

@@ -14,8 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from operators.quality import COMPONENTS, SUPPORT_SCHEMA_VERSION
+from operators.quality import (COMPONENTS, CREDITED_CAPTION_FIELDS, SUPPORT_SCHEMA_VERSION,
+                               provenance_credit)
 from schemas.config import ReleaseConfig, SplitConfig
+from schemas.provenance import HEARD, INFERRED, MEASURED
 
 SHARE = {"speech": "speech_fraction", "music": "music_fraction", "sound": "noise_fraction"}
 
@@ -105,7 +107,8 @@ def score_table(view: pa.Table, cfg: ReleaseConfig) -> pa.Table:
     described = pc.is_valid(view.column("caption_description")).to_numpy(zero_copy_only=False)
     corrected = _any_corrected(view.column("caption_flags"))
     source = pc.is_valid(view.column("caption_source")).to_numpy(zero_copy_only=False)
-    caption = np.where(described, np.where(corrected, q.corrected_caption, 1.0), 0.0)
+    caption = np.where(described, np.where(corrected, q.corrected_caption, 1.0)
+                       * _caption_credit(view, q), 0.0)
     parts["caption"] = (caption, described | source)
 
     # Weighted mean over the present components, in COMPONENTS order (as quality.score sums).
@@ -159,6 +162,27 @@ def score_table(view: pa.Table, cfg: ReleaseConfig) -> pa.Table:
     out = out.append_column("quality_eligible", pa.array(eligible, pa.bool_()))
     out = out.append_column("split", split_of_uris(view.column("source_uri"), cfg.splits))
     return out.append_column("stratum", stratum(view, list(cfg.stratify_by)))
+
+
+def _caption_credit(view: pa.Table, q) -> np.ndarray:
+    """Per row: the mean provenance credit of CREDITED_CAPTION_FIELDS (quality.components)."""
+    n = view.num_rows
+    none = provenance_credit(None, q)
+    if "caption_provenance" not in view.column_names:
+        return np.full(n, none)
+    prov = view.column("caption_provenance").combine_chunks()
+    full, inferred = provenance_credit(MEASURED, q), provenance_credit(INFERRED, q)
+    total = np.zeros(n)
+    for key in CREDITED_CAPTION_FIELDS:
+        values = pc.struct_field(prov, key) if prov.null_count < n else pa.nulls(n, pa.string())
+        strong = pc.fill_null(pc.is_in(values, value_set=pa.array([MEASURED, HEARD])), False)
+        weak = pc.fill_null(pc.equal(values, INFERRED), False)
+        missing = pc.is_null(values)
+        total = total + np.select(
+            [strong.to_numpy(zero_copy_only=False), weak.to_numpy(zero_copy_only=False),
+             missing.to_numpy(zero_copy_only=False)], [full, inferred, none],
+            provenance_credit("unknown", q))
+    return total / len(CREDITED_CAPTION_FIELDS)
 
 
 def _any_corrected(flags: pa.ChunkedArray) -> np.ndarray:

@@ -9,7 +9,8 @@ Measured on the real male and female recordings of codec2-examples (tests/test_v
 males 83-112 Hz, females 164-181 Hz; recordings with under VOICED_FRACTION_MIN voiced frames
 (HF radio, heavy noise) are left unknown. The confidence is the distance of the median from the
 boundary, scaled so 1.0 is a clear voice; below MIN_CONFIDENCE the gender is "unknown".
-Telephone-band speech gets no gender: see FUNDAMENTAL_BAND_MIN_DB.
+Telephone-band speech (no fundamental below 300 Hz) is tracked on its envelope, which beats at
+f0 (operators/pitch.py speech_f0_track).
 """
 from __future__ import annotations
 
@@ -21,37 +22,17 @@ CONFIDENCE_SPAN_HZ = 40.0     # confidence 1.0 this far from the middle of the g
 MIN_CONFIDENCE = 0.2          # below it: unknown
 MIN_VOICED_S = 0.5            # a speaker with less voiced speech than this: unknown
 VOICED_FRACTION_MIN = 0.15    # ...or whose windows are mostly unvoiced (noise, radio): unknown
-# Telephone-band speech has no fundamental: its 300 Hz high-pass removes the 85-255 Hz band, and
-# pitch trackers then read a harmonic (a man at 330 Hz, 23% voiced: "female"). Power at 70-250 Hz
-# relative to 300-3000 Hz: -0.3 to -23 dB on the wideband LibriVox, CMU and codec2 recordings,
-# -44 to -67 dB on the same filtered to 300-3400 Hz. Below FUNDAMENTAL_BAND_MIN_DB a segment's
-# windows give no pitch to the gender rule.
-FUNDAMENTAL_BAND_MIN_DB = -30.0
 FRAME_S = 0.005               # WORLD frame period (operators/pitch.py PITCH_FRAME_PERIOD_MS)
 F0_MIN_HZ, F0_MAX_HZ = 60.0, 500.0   # the search range of the measures stage's defaults
 
 
-def fundamental_band_db(audio: np.ndarray, rate: int = 16000) -> float:
-    """Power at 70-250 Hz (where adult voices' fundamental lies) relative to 300-3000 Hz, dB."""
-    x = np.nan_to_num(np.asarray(audio, dtype=np.float64))
-    if x.size < rate // 10:
-        return 0.0
-    power = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
-    freqs = np.fft.rfftfreq(x.size, 1.0 / rate)
-    low = power[(freqs >= 70) & (freqs < 250)].sum()
-    high = power[(freqs >= 300) & (freqs < 3000)].sum()
-    return float(10 * np.log10((low + 1e-20) / (high + 1e-20)))
-
-
 def segment_window_pitch(audio: np.ndarray, windows: int, hop_s: float, length_s: float
                          ) -> tuple[list[float | None], list[int], list[int]]:
-    """window_pitch over a 16 kHz segment whose speaker windows start every `hop_s`; a segment
-    without its fundamental band (telephone-band speech) gives every window no voiced frame."""
-    from operators.pitch import f0_track
+    """window_pitch over a 16 kHz segment whose speaker windows start every `hop_s`; telephone-
+    band speech is tracked on its envelope (operators/pitch.py restore_fundamental)."""
+    from operators.pitch import speech_f0_track
 
-    f0, times = f0_track(audio, F0_MIN_HZ, F0_MAX_HZ)
-    if fundamental_band_db(audio) < FUNDAMENTAL_BAND_MIN_DB:
-        f0 = np.zeros_like(f0)
+    f0, times = speech_f0_track(audio, F0_MIN_HZ, F0_MAX_HZ)
     return window_pitch(f0, times, np.arange(windows) * hop_s, length_s, hop_s)
 
 

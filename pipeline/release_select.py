@@ -52,6 +52,7 @@ from schemas.config import ReleaseConfig, StorageConfig
 from schemas.layout import Layout
 from schemas.captions import UNKNOWN
 from schemas.provenance import INFERRED, RANK
+from schemas.provenance import UNKNOWN as UNKNOWN_SOURCE
 from schemas.release import SELECTION_SCHEMA
 from schemas.tables import ANNOTATIONS_SCHEMA
 
@@ -158,7 +159,7 @@ def split_by(table: pa.Table, keys: np.ndarray, parts: int) -> list[pa.Table]:
 # View columns only the score reads: dropped once scored, so the shuffles carry less.
 SCORE_ONLY = ["start_s", "end_s", "segment_index", "snr_db", "clipped_ratio", "speech_fraction",
               "music_fraction", "noise_fraction", "asr_confidence", "asr_agreement",
-              "speaker_count", "caption_model", "caption_flags", "caption_provenance"]
+              "speaker_count", "caption_model", "caption_flags"]
 
 
 # caption column per provenance key, and what a field below the minimum becomes
@@ -180,9 +181,18 @@ def hold_captions_to(table: pa.Table, minimum: str) -> pa.Table:
     prov = table.column("caption_provenance").combine_chunks()
 
     def weak(key: str) -> pa.Array:
-        value = pc.fill_null(pc.struct_field(prov, key) if prov.null_count < len(prov)
-                             else pa.nulls(len(prov), pa.string()), INFERRED)
-        return pc.invert(pc.is_in(value, value_set=allowed))
+        return pc.invert(pc.is_in(pc.fill_null(provenance_of(key), INFERRED), value_set=allowed))
+
+    def provenance_of(key: str) -> pa.Array:
+        return pc.struct_field(prov, key) if prov.null_count < len(prov) \
+            else pa.nulls(len(prov), pa.string())
+
+    # The provenance the shards carry: a field held to "unknown" is unknown, not inferred (also
+    # on rows written before provenance existed).
+    held_prov = pa.StructArray.from_arrays(
+        [pc.if_else(weak(f.name), pa.scalar(UNKNOWN_SOURCE), provenance_of(f.name))
+         if f.name in _CAPTION_TEXT or f.name in _SPEAKER_KEYS else provenance_of(f.name)
+         for f in prov.type], fields=list(prov.type))
 
     for key, column in _CAPTION_TEXT.items():
         values = table.column(column).combine_chunks()
@@ -208,7 +218,8 @@ def hold_captions_to(table: pa.Table, minimum: str) -> pa.Table:
         table = table.set_column(table.schema.get_field_index("caption_speakers"),
                                  "caption_speakers", speakers.cast(table.schema.field(
                                      "caption_speakers").type))
-    return table
+    return table.set_column(table.schema.get_field_index("caption_provenance"),
+                            "caption_provenance", held_prov)
 
 
 def event_tags(labels: pa.ChunkedArray | pa.Array) -> pa.Array:

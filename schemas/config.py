@@ -256,6 +256,10 @@ class QualityConfig:
     clip_tolerance: float = bounded(0.01, gt=0, le=1)
     # a valid caption the measurements had to correct
     corrected_caption: float = bounded(0.75, ge=0, le=1)
+    # The caption component is also scaled by how its scene, environment and description were
+    # obtained (schemas/provenance.py): measured or heard count 1, inferred (a text model that
+    # never heard the audio) this much, unknown 0; their mean is the factor.
+    inferred_caption_credit: float = bounded(0.6, ge=0, le=1)
     # Hard gates: below these a segment is not eligible, whatever its score.
     min_snr_db: Optional[float] = 3.0
     min_agreement: Optional[float] = bounded(0.6, ge=0, le=1)  # speech only

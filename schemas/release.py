@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.tables import CAPTION_SPEAKER_TYPE
+from schemas.tables import CAPTION_PROVENANCE_TYPE, CAPTION_SPEAKER_TYPE
 
 RELEASE_FORMAT = "audioverse-release/1"
 MANIFEST = "manifest.json"
@@ -89,6 +89,9 @@ SHARD_SCHEMA = pa.schema([
     pa.field("caption_speaker_count", pa.int32()),
     pa.field("caption_speakers", pa.list_(CAPTION_SPEAKER_TYPE)),
     pa.field("caption_description", pa.string()),
+    # where each caption field came from (measured / heard / inferred / unknown), after
+    # release.caption_min_provenance: a field the release held to "unknown" says "unknown"
+    pa.field("caption_provenance", CAPTION_PROVENANCE_TYPE),
     pa.field("event_tags", pa.list_(pa.string())),
     pa.field("quality_score", pa.float32()),
     pa.field("duration_s", pa.float64()),

@@ -73,3 +73,20 @@ def test_measured_minimum_keeps_only_measurements():
     assert out[1]["caption_scene"] == "unknown" and out[1]["caption_emotion"] == "unknown"
     assert out[1]["caption_description"] == "Music: violin."      # composed from the facts
     assert out[0]["caption_environment"] == "telephone"
+
+
+def test_held_fields_say_unknown_in_the_provenance_the_shards_carry():
+    """A trainer reads caption_provenance from the shards (schemas/release.py): a field the
+    release held to "unknown" must not still claim to be inferred."""
+    from schemas.release import SHARD_SCHEMA
+
+    assert "caption_provenance" in SHARD_SCHEMA.names
+    text, heard, old, empty = [r["caption_provenance"] for r in
+                               hold_captions_to(_table(ROWS), "heard").to_pylist()]
+    assert text["scene"] == "unknown" and text["description"] == "unknown"
+    assert text["environment"] == "measured" and text["speaker_gender"] == "measured"
+    assert text["language"] == "measured"                          # not a held field
+    assert heard["scene"] == "heard" and heard["description"] == "measured"
+    # no provenance written (before schema 6): what was held is unknown now
+    assert old["scene"] == "unknown" and old["speaker_gender"] == "unknown"
+    assert old["language"] is None

@@ -8,6 +8,8 @@ CFG = QualityConfig()
 CLEAN_SPEECH = {"content_type": "speech", "asr_agreement": 0.95, "asr_confidence": 0.9,
                 "snr_db": 32.0, "speech_fraction": 1.0, "clipped_ratio": 0.0, "duration_s": 8.0,
                 "caption_description": "A man reads aloud.", "caption_flags": [],
+                "caption_provenance": {"scene": "heard", "environment": "measured",
+                                       "description": "heard"},
                 "drop_reason": None}
 
 
@@ -34,6 +36,25 @@ def test_each_worse_measurement_lowers_its_component_and_the_score(change, compo
     assert worse["quality_score"] < base["quality_score"]
     others = [k for k in base if k.startswith("q_") and k != f"q_{component}"]
     assert all(worse[k] == base[k] for k in others)  # one cause, one column
+
+
+def test_the_caption_component_follows_how_its_fields_were_obtained():
+    """Heard or measured fields count fully, a text model's inferences count
+    inferred_caption_credit, unknown nothing; a row without provenance counts as inferred."""
+    def caption(**prov):
+        return components({**CLEAN_SPEECH, "caption_provenance": prov or None}, CFG)["caption"]
+
+    heard = caption(scene="heard", environment="measured", description="heard")
+    inferred = caption(scene="inferred", environment="inferred", description="inferred")
+    mixed = caption(scene="inferred", environment="measured", description="measured")
+    unknown = caption(scene="unknown", environment="unknown", description="unknown")
+    assert heard == 1.0 and unknown == 0.0
+    assert inferred == pytest.approx(CFG.inferred_caption_credit)
+    assert mixed == pytest.approx((CFG.inferred_caption_credit + 2) / 3)
+    assert caption() == pytest.approx(CFG.inferred_caption_credit)
+    assert assess({**CLEAN_SPEECH, "caption_provenance": {
+        "scene": "inferred", "environment": "inferred", "description": "inferred"}},
+        CFG)["quality_score"] < assess(CLEAN_SPEECH, CFG)["quality_score"]
 
 
 def test_sound_segments_are_scored_without_asr_components():

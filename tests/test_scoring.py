@@ -1,7 +1,8 @@
 """The vectorized scoring a release runs in tasks (operators/scoring.py) equals the row-by-row
 reference (operators/selection.py `score_view`, quality.assess) on every column, on a table
 with every content type, nulls everywhere a column can be null, drops, corrected captions,
-values on and past every ramp edge and gate, and strata by language."""
+values on and past every ramp edge and gate, caption provenance of every kind, and strata by
+language."""
 import math
 
 import numpy as np
@@ -19,6 +20,7 @@ VIEW_SCHEMA = pa.schema([ANNOTATIONS_SCHEMA.field(n) for n in VIEW_COLUMNS])
 
 def view(n: int, seed: int) -> pa.Table:
     rng = np.random.default_rng(seed)
+    prov_rng = np.random.default_rng([seed, 1])
 
     def maybe(value, p=0.15):
         return None if rng.random() < p else value
@@ -47,6 +49,12 @@ def view(n: int, seed: int) -> pa.Table:
             "caption_flags": maybe([str(f) for f in rng.choice(
                 ["corrected:language", "truncated", "cleared:unheard"],
                 size=int(rng.integers(0, 3)))], 0.3),
+            # every provenance a caption field can have, some fields missing, some rows none
+            # (its own generator: the other columns stay what they were before it existed)
+            "caption_provenance": None if prov_rng.random() < 0.3 else {
+                k: None if prov_rng.random() < 0.1 else str(prov_rng.choice(
+                    ["measured", "heard", "inferred", "unknown"]))
+                for k in ("scene", "environment", "description", "speaker_gender")},
             "drop_reason": maybe(str(rng.choice(["too_short", "clipping"])), 0.8),
             "audio_sha256": f"h{int(rng.integers(0, n // 2))}",
             # rows of older runs: their agreement meant something else (quality.py)
