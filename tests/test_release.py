@@ -180,9 +180,13 @@ def test_trainer_reader_streams_the_real_release(nights):
     rows = read_shards(store, r2.prefix, r2.manifest)
     train = {s for s, r in rows.items() if r["split"] == "train"}
     seen, counts = [], []
+    # the demo codec is untrained: refused unless asked for (the plumbing is what is tested)
+    with pytest.raises(ValueError, match="allow_untrained_codec=True"):
+        ReleaseDataset(r2.prefix, split="train", batch_size=2)
     for rank in (0, 1):
-        ds = ReleaseDataset(r2.prefix, split="train", batch_size=2, rank=rank, world_size=2,
-                            verify_checksums=True)
+        with pytest.warns(UserWarning, match="untrained"):
+            ds = ReleaseDataset(r2.prefix, split="train", batch_size=2, rank=rank, world_size=2,
+                                verify_checksums=rank == 0, allow_untrained_codec=True)
         batches = list(ds)
         counts.append(len(batches))
         for b in batches:
