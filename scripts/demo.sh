@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: start the local S3 server, stage the real demo corpus, run the pipeline on it,
-# build a release over every committed demo run, and write its audit report.
+# build a release over every committed demo run, and write the audit reports of the run and of
+# the release (two folders: a run and a release of one demo share the id demo-<stamp>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_DIR=.local/s3
@@ -13,10 +14,15 @@ eval "$(.venv/bin/python -m infra.local_s3 env --data-dir "$DATA_DIR")"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 RUN_ID="demo-$STAMP"
 RELEASE_ID="demo-$STAMP"
-REPORT=".local/audit-$RELEASE_ID"
+RUN_REPORT=".local/audit-run-$RUN_ID"
+RELEASE_REPORT=".local/audit-release-$RELEASE_ID"
 set +e
 .venv/bin/audioverse run configs/local.yaml --run-id "$RUN_ID" "$@"
 code=$?
+if [ $code -eq 0 ]; then
+  .venv/bin/audioverse audit "s3://$BUCKET/runs/$RUN_ID/" --out "$RUN_REPORT"
+  code=$?
+fi
 if [ $code -eq 0 ]; then
   # Runs are incremental: a second `make demo` finds nothing new to annotate (see the ledger).
   .venv/bin/audioverse status configs/local.yaml
@@ -25,7 +31,7 @@ if [ $code -eq 0 ]; then
   code=$?
 fi
 if [ $code -eq 0 ]; then
-  .venv/bin/audioverse audit "s3://$BUCKET/releases/$RELEASE_ID/" --out "$REPORT"
+  .venv/bin/audioverse audit "s3://$BUCKET/releases/$RELEASE_ID/" --out "$RELEASE_REPORT"
   code=$?
 fi
 set -e
@@ -34,7 +40,8 @@ cat <<TXT
 Results on the local S3 server ($AWS_ENDPOINT_URL), which keeps running so you can read them:
   run      s3://$BUCKET/runs/$RUN_ID/          annotations/, rejects/, summary.json
   release  s3://$BUCKET/releases/$RELEASE_ID/  train/ validation/ test/ shards, selection/, manifest.json
-  report   $REPORT/index.html (open it in a browser)
+  reports  $RUN_REPORT/index.html      the run: figures, examples with clips, vs the previous run
+           $RELEASE_REPORT/index.html  the release (open them in a browser)
 Query them:
   eval "\$(.venv/bin/python -m infra.local_s3 env)"
   .venv/bin/audioverse audit s3://$BUCKET/runs/$RUN_ID/ --sql "SELECT content_type, count(*) FROM annotations GROUP BY 1"
