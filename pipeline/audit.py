@@ -2,6 +2,7 @@
 
     audioverse audit s3://bucket/out/runs/<run_id>/                 # HTML report + PNG plots
     audioverse audit s3://bucket/out/releases/<id>/ --sql "..."      # ad-hoc SQL, text table
+    audioverse audit s3://bucket/out/runs/<run_id>/ --sql "..." --format csv > out.csv
 
 The kind is detected from the commit marker at the URI: `summary.json` (a run, see
 pipeline/publish.py) or `manifest.json` (a release, see schemas/release.py). The DuckDB views are
@@ -24,11 +25,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from pipeline.errors import EXIT_CONFIG, AudioverseError, ConfigError
+from pipeline.errors import EXIT_CONFIG, AudioverseError, ConfigError, exit_codes_help
 
 RUN, RELEASE = "run", "release"
 SUMMARY_FILE, MANIFEST_FILE = "summary.json", "manifest.json"
-DEFAULT_LIMIT = 50
+DEFAULT_LIMIT = 50  # rows of a --sql result in the text table; csv and json print all rows
+FORMATS = ("table", "csv", "json")
 MAX_CELL = 80  # characters of one cell in the --sql text table
 
 AUDIT_EPILOG = """views:
@@ -48,15 +50,18 @@ examples:
             count(*) FILTER (WHERE quality_eligible AND NOT selected) AS eligible_not_selected
      FROM selection GROUP BY 1 ORDER BY 1"
 
-  # the HTML report (index.html + PNGs) into ./audit-<run_id>/
+  # every kept segment of one language as CSV (csv and json print every row)
+  audioverse audit s3://bucket/out/runs/20250101T000000Z/ --format csv --sql \
+    "SELECT segment_id, transcript FROM annotations WHERE language = 'fr'" > fr.csv
+
+  # several statements: each result is printed, in order
+  audioverse audit s3://bucket/out/runs/20250101T000000Z/ --sql \
+    "SELECT count(*) FROM annotations; SELECT count(*) FROM rejects"
+
+  # the HTML report (index.html + PNGs) into ./audit-run-<run_id>/
   audioverse audit s3://bucket/out/runs/20250101T000000Z/
 
-exit codes:
-  0  success
-  1  internal error (a bug)
-  2  config error, or an SQL error in --sql
-  3  storage error (unreachable endpoint, bad credentials, nothing committed at the URI)
-"""
+""" + exit_codes_help("audit")
 
 
 class AuditSQLError(AudioverseError):
@@ -84,9 +89,11 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
         help="SQL and an HTML report over a run's or a release's Parquet on S3",
         description="Open a committed run (summary.json) or a finished release (manifest.json)\n"
                     "in DuckDB. Without --sql, write an HTML report with PNG plots (hours by\n"
-                    "language and content type, kept fraction, drop reasons, quality scores,\n"
-                    "durations, event tags, speaker counts); with --sql, print the result of\n"
-                    "one query as a text table.",
+                    "language and content type, kept fraction, drop reasons, quality scores and\n"
+                    "quality by language, durations, event tags, speaker counts), example rows\n"
+                    "per reason, language and content type with audio clips, and the change\n"
+                    "since the previous run or release; with --sql, print the result of each\n"
+                    "statement as a text table, CSV or JSON (--format).",
         epilog=AUDIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     audit.add_argument("uri", help="s3://bucket/prefix/runs/<run_id>/ or s3://bucket/prefix/"
@@ -96,13 +103,20 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
                             "(default: the AWS_* environment variables)")
     mode = audit.add_mutually_exclusive_group()
     mode.add_argument("--sql", default=None, metavar="QUERY",
-                      help="run one DuckDB query over the views, print the result and exit "
-                           "(no report)")
+                      help="run DuckDB SQL over the views (one statement or several, "
+                           "separated by ;), print each result and exit (no report)")
     mode.add_argument("--out", default=None, metavar="DIR",
-                      help="directory for index.html and the PNGs "
-                           "(default: ./audit-<run or release id>/)")
-    audit.add_argument("--limit", type=_positive_int, default=DEFAULT_LIMIT, metavar="N",
-                       help=f"rows of --sql output to print (default {DEFAULT_LIMIT})")
+                      help="directory for index.html and the PNGs (default: "
+                           "./audit-run-<run_id>/ or ./audit-release-<release_id>/)")
+    audit.add_argument("--no-clips", action="store_true",
+                       help="report without audio clips in the examples (the rows stay); the "
+                            "clips are read again from the source objects")
+    audit.add_argument("--format", choices=FORMATS, default="table",
+                       help="--sql output: an aligned text table (default), CSV with a header "
+                            "row, or JSON (an array of row objects; one line per statement)")
+    audit.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                       help=f"rows of each --sql result to print (default: {DEFAULT_LIMIT} for "
+                            f"the table, all for csv and json)")
     return audit
 
 
@@ -160,6 +174,8 @@ def locate(store, uri: str) -> AuditSource:
     from model_serving.s3client import StorageError
 
     prefix = normalise_uri(uri)
+    # the same one-line error as `run` and `status` for a wrong endpoint, key or bucket
+    store.check_bucket(prefix)
     ident = prefix.rstrip("/").rsplit("/", 1)[-1]
     order = [(RUN, SUMMARY_FILE), (RELEASE, MANIFEST_FILE)]
     if "/releases/" in prefix:
@@ -323,17 +339,92 @@ def format_table(columns: list[str], rows: list[tuple]) -> str:
     return "\n".join(out)
 
 
-def run_sql(con, query: str, limit: int) -> tuple[list[str], list[tuple], bool]:
-    """(columns, at most `limit` rows, whether there were more)."""
+def run_sql(con, query: str, limit: int | None) -> tuple[list[str], list[tuple], bool]:
+    """One statement: (columns, at most `limit` rows (all if None), whether there were more)."""
     try:
         rel = con.sql(query)  # lazy: the LIMIT below is pushed into the query plan
         if rel is None:  # a statement without a result (CREATE, SET, ...)
             return [], [], False
         columns = list(rel.columns)
-        rows = rel.limit(limit + 1).fetchall()
+        rows = rel.fetchall() if limit is None else rel.limit(limit + 1).fetchall()
     except Exception as exc:  # noqa: BLE001 - every duckdb.Error is the query's
         raise AuditSQLError(error_line(exc)) from exc
+    if limit is None:
+        return columns, rows, False
     return columns, rows[:limit], len(rows) > limit
+
+
+def split_statements(con, query: str) -> list[str]:
+    """The statements of `query` (DuckDB's own parser: a ';' inside a string stays)."""
+    try:
+        statements = [str(st.query).strip() for st in con.extract_statements(query)]
+    except Exception as exc:  # noqa: BLE001 - a parse error is the query's
+        raise AuditSQLError(error_line(exc)) from exc
+    statements = [st for st in statements if st.strip(" ;\n\t")]
+    if not statements:
+        raise AuditSQLError("--sql holds no statement")
+    return statements
+
+
+def _json_value(value):
+    if isinstance(value, float) and value != value:
+        return None  # NaN is not JSON
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)  # dates, times, UUIDs, intervals
+
+
+def format_csv(columns: list[str], rows: list[tuple]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([["" if v is None else json.dumps(_json_value(v))
+                       if isinstance(v, (list, dict)) else v for v in row] for row in rows])
+    return buf.getvalue().rstrip("\n")
+
+
+def format_json(columns: list[str], rows: list[tuple]) -> str:
+    return json.dumps([{c: _json_value(v) for c, v in zip(columns, row)} for row in rows],
+                      ensure_ascii=False)
+
+
+def print_sql(con, query: str, fmt: str, limit: int | None) -> None:
+    """Run every statement of `query`; print each result in `fmt` (stdout), notes on stderr
+    for csv/json so the output stays machine-readable."""
+    import sys
+
+    if limit is None and fmt == "table":
+        limit = DEFAULT_LIMIT
+    first = True
+    for statement in split_statements(con, query):
+        columns, rows, more = run_sql(con, statement, limit)
+        if not columns:
+            continue
+        if fmt == "table":
+            if not first:
+                print()
+            print(format_table(columns, rows))
+            shown = f"{len(rows)} row{'s' if len(rows) != 1 else ''}"
+            print(f"({shown}; more not shown, raise --limit)" if more else f"({shown})")
+        else:
+            if fmt == "csv" and not first:
+                print()  # results of several statements: separated by an empty line
+            print(format_csv(columns, rows) if fmt == "csv" else format_json(columns, rows))
+            if more:
+                print(f"audioverse: note: only the first {limit} rows of a result were "
+                      f"printed (--limit)", file=sys.stderr)
+        first = False
 
 
 # --- entry point -------------------------------------------------------------------------------
@@ -357,16 +448,13 @@ def _audit(args) -> int:
     con, definitions = connect(src, storage)
     try:
         if args.sql is not None:
-            columns, rows, more = run_sql(con, args.sql, args.limit)
-            if columns:
-                print(format_table(columns, rows))
-                shown = f"{len(rows)} row{'s' if len(rows) != 1 else ''}"
-                print(f"({shown}; more not shown, raise --limit)" if more else f"({shown})")
+            print_sql(con, args.sql, args.format, args.limit)
             return 0
-        from pipeline.audit_report import write_report
+        from pipeline.audit_report import default_report_dir, write_report
 
-        out = Path(args.out or f"audit-{src.ident}")
-        written = write_report(con, src, out, definitions)
+        out = Path(args.out) if args.out else default_report_dir(src)
+        written = write_report(con, src, out, definitions, storage=storage,
+                               snippets=not args.no_clips)
         print(f"audit of {src.kind} {src.ident}: {len(written)} files in {out}/")
         print(f"  open {out / 'index.html'}")
         return 0
@@ -377,4 +465,9 @@ def _audit(args) -> int:
 def run_audit(args: argparse.Namespace) -> int:
     """The `audit` subcommand. User errors (AudioverseError: config, SQL, storage) reach the
     CLI, which prints them in the one style of every command (pipeline/cli.py)."""
+    # The packages of the [audit] extra, before anything reaches S3: a missing one is one line
+    # naming the extra (pipeline/cli.py), not a failure halfway.
+    import duckdb  # noqa: F401
+    import s3fs  # noqa: F401
+
     return _audit(args)

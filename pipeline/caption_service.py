@@ -6,6 +6,7 @@ fails to load stops the run in seconds with one line, before any audio is decode
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -17,15 +18,21 @@ from pipeline.dag import CaptionEndpoint
 from schemas.config import PipelineConfig
 
 log = stage_logger("caption")
+HEALTH_TIMEOUT_S = 10
 
 
 def check_endpoint(url: str, model: str, api_key: str | None) -> None:
     """Raise EndpointError with what to do if `url` does not serve `model`."""
+    # A host that drops packets keeps the check silent until the timeout: say so first.
+    log.info("checking the caption endpoint %s (waits up to %d s for an answer)", url,
+             HEALTH_TIMEOUT_S)
+    t0 = time.monotonic()
     try:
-        served = ChatClient(url, model, api_key=api_key, timeout_s=10).health()
+        served = ChatClient(url, model, api_key=api_key, timeout_s=HEALTH_TIMEOUT_S).health()
     except EndpointError as exc:
         raise EndpointError(
-            f"caption endpoint {url} does not answer ({exc}); start it (see "
+            f"caption endpoint {url} does not answer after {time.monotonic() - t0:.0f} s "
+            f"({exc}); start it (see "
             f"infra/captioner/README.md) or fix caption.endpoint.url, or set "
             f"caption.enabled=false to run without captions",
             kind=exc.failure, retryable=False, status=exc.status) from exc

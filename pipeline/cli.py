@@ -9,27 +9,15 @@ import logging
 import sys
 
 from pipeline import __version__
-from pipeline.errors import EXIT_INTERNAL, AudioverseError, ConfigError
-
-EPILOG = """exit codes:
-  0  success
-  1  internal error (a bug; the traceback is in the log)
-  2  config error (bad file, unknown key, wrong type, bad --set)
-  3  storage error (endpoint unreachable, bad credentials, missing bucket, failed write)
-  4  the run finished but more inputs were rejected than run.max_failed_fraction allows
-  5  model error (a registry entry whose files are missing or corrupt)
-  6  endpoint error (the caption endpoint is unreachable, serves another model, or died)
-  7  another run holds the dataset's lock (runs over one output.uri never overlap)
-  130  interrupted by SIGINT (Ctrl-C); 143  interrupted by SIGTERM: run and release stop
-       within 30 s, release the lock and keep what is saved; the same --run-id resumes
-"""
-
+from pipeline.errors import (EXIT_CONFIG, EXIT_INTERNAL, AudioverseError, ConfigError,
+                             exit_codes_help)
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="audioverse",
         description="AudioVerse pipeline: annotate raw audio in S3 with Ray Data.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=exit_codes_help() + "\n`audioverse COMMAND --help` lists the codes each command "
+                                   "can return.", formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"audioverse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="examples:\n  audioverse run configs/local.yaml --dry-run\n"
                "  audioverse run configs/local.yaml --run-id nightly-2026-11-22\n"
                "  audioverse run configs/local.yaml --full   # reprocess every object\n\n"
-               + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+               + exit_codes_help("run"), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("config", help="YAML config, e.g. configs/local.yaml")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -69,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Read <output.uri>: committed runs with their counts, runs that died "
                     "(resumable with their --run-id), who holds the lock, and how many source "
                     "objects the ledger has annotated, rejected, seen deleted or taken down.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=exit_codes_help("status"), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     status.add_argument("config", help="YAML config, e.g. configs/local.yaml")
     status.add_argument("--set", dest="overrides", action="append", default=[],
@@ -84,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
                     "write train/validation/test shards, the selection table and manifest.json.",
         epilog="examples:\n  audioverse release configs/local.yaml\n"
                "  audioverse release configs/local.yaml --set release.fraction=0.2 "
-               "--set release.unit=hours\n\n" + EPILOG,
+               "--set release.unit=hours\n\n" + exit_codes_help("release"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     release.add_argument("config", help="YAML config, e.g. configs/local.yaml")
@@ -102,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         "models", help="resolve every model in the config's registry and verify its checksums",
         description="Join packaged weights into the model cache (once) and check every file's "
                     "sha256. Run on a new machine, or after changing `models:`.",
+        epilog=exit_codes_help("models"), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     models.add_argument("config", help="YAML config, e.g. configs/local.yaml")
     models.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -115,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging("INFO")
     log = logging.getLogger("audioverse")
-    from pipeline.signals import Interrupted, handled
+    from pipeline.signals import Interrupted, committed_note, handled
 
     global _json_out
     # With --json, stdout carries exactly one JSON object: anything else printed meanwhile (Ray
@@ -126,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                 else contextlib.nullcontext():
             return _run(args)
     except Interrupted as exc:
-        hint = getattr(args, "resume_hint", None) or "nothing was published as complete"
+        hint = committed_note() or getattr(args, "resume_hint", None) \
+            or "nothing was published as complete"
         print(f"audioverse: interrupted by {exc.name}: {hint}", file=sys.stderr, flush=True)
         return exc.exit_code
     except AudioverseError as exc:
@@ -134,11 +124,36 @@ def main(argv: list[str] | None = None) -> int:
         # workers arrive here as themselves: the Ray session unwraps them.
         print(f"audioverse: {exc.kind}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        extra = _extra_for(exc.name or "", args.command)
+        if extra is None:
+            raise
+        print(f"audioverse: missing package: `audioverse {args.command}` needs {exc.name}, "
+              f"which is not installed; install it with: pip install "
+              f"'audioverse-pipeline[{extra}]' (or run `make install` in a checkout)",
+              file=sys.stderr)
+        return EXIT_CONFIG
     except Exception as exc:  # noqa: BLE001 - a bug: keep its traceback
         log.exception("internal error")
         print(f"audioverse: internal error: {type(exc).__name__}: {exc} (this is a bug; "
               f"the traceback is above)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+# Packages of the optional extras (pyproject.toml): a command that lacks one says which extra
+# to install instead of a traceback.
+_AUDIT_PACKAGES = {"duckdb", "s3fs", "matplotlib", "jinja2", "pandas", "av"}
+
+
+def _extra_for(module: str, command: str) -> str | None:
+    top = module.split(".")[0]
+    if command == "audit":
+        return "audit" if top in _AUDIT_PACKAGES else None
+    known = _AUDIT_PACKAGES | {"ray", "faster_whisper", "ctranslate2", "librosa", "soundfile",
+                               "scipy", "json_repair", "pyloudnorm", "webrtcvad", "onnx",
+                               "pyworld", "moonshine_cpp", "pocketsphinx", "llama_cpp", "torch",
+                               "transformers", "safetensors"}
+    return "pipeline" if top in known else None
 
 
 def _run(args: argparse.Namespace) -> int:

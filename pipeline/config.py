@@ -4,6 +4,7 @@ Every unknown key and every value of the wrong type is an error naming its dotte
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
 from pathlib import Path
@@ -26,10 +27,16 @@ def _unknown_keys(cls: type, data: Any, path: str) -> list[str]:
     for key, value in data.items():
         where = f"{path}.{key}" if path else str(key)
         if key not in names:
-            found.append(where)
+            found.append(where + _did_you_mean(str(key), names, f"{path}." if path else ""))
             continue
         found += _check_nested(hints[key], value, where)
     return found
+
+
+def _did_you_mean(key: str, known, prefix: str = "") -> str:
+    """" (did you mean <prefix><closest known key>?)", or "" when nothing is close."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 def _check_nested(tp: Any, value: Any, where: str) -> list[str]:
@@ -233,7 +240,8 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
     names = ["load", *(s.name for s in STAGES), "write", "tokenize"]
     for k in cfg.ray.resources:
         if k not in names:
-            raise ConfigError(f"{source}: unknown key 'ray.resources.{k}' (stages: "
+            raise ConfigError(f"{source}: unknown key 'ray.resources.{k}'"
+                              f"{_did_you_mean(k, names, 'ray.resources.')} (stages: "
                               f"{', '.join(names)})")
     if cfg.ray.address is None and cfg.ray.num_cpus is not None:
         from pipeline.dag import cpu_claims

@@ -10,7 +10,50 @@ from schemas.errors import (EXIT_CONFIG, EXIT_ENDPOINT, EXIT_INTERNAL, EXIT_LOCK
 
 __all__ = ["EXIT_CONFIG", "EXIT_ENDPOINT", "EXIT_INTERNAL", "EXIT_LOCKED", "EXIT_MODEL", "EXIT_OK",
            "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_STORAGE", "EXIT_TOO_MANY_FAILED",
-           "AudioverseError", "ConfigError", "find_cause"]
+           "AudioverseError", "ConfigError", "find_cause", "exit_codes_help", "COMMAND_EXITS"]
+
+# What each exit code means, for --help; COMMAND_EXITS says which codes each command can return.
+EXIT_MEANINGS = {
+    EXIT_OK: "success",
+    EXIT_INTERNAL: "internal error (a bug; the traceback is in the log)",
+    EXIT_CONFIG: "config error (bad file, unknown key, wrong type, bad --set or argument)",
+    EXIT_STORAGE: "storage error (endpoint unreachable, bad credentials, missing bucket, "
+                  "failed write)",
+    EXIT_TOO_MANY_FAILED: "the run finished but more inputs were rejected than "
+                          "run.max_failed_fraction allows",
+    EXIT_MODEL: "model error (a registry entry whose files are missing or corrupt)",
+    EXIT_ENDPOINT: "endpoint error (the caption endpoint is unreachable, serves another "
+                   "model, or died)",
+    EXIT_LOCKED: "another run holds the dataset's lock (runs over one output.uri never overlap)",
+    EXIT_SIGINT: "interrupted by SIGINT (Ctrl-C)",
+    EXIT_SIGTERM: "interrupted by SIGTERM",
+}
+_INTERRUPTS = (EXIT_SIGINT, EXIT_SIGTERM)
+COMMAND_EXITS = {
+    "run": (EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_STORAGE, EXIT_TOO_MANY_FAILED, EXIT_MODEL,
+            EXIT_ENDPOINT, EXIT_LOCKED, *_INTERRUPTS),
+    "status": (EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_STORAGE),
+    "release": (EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_STORAGE, EXIT_MODEL, *_INTERRUPTS),
+    "audit": (EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_STORAGE),
+    "models": (EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_STORAGE, EXIT_MODEL),
+}
+_EXTRA = {
+    ("run", EXIT_SIGTERM): "; run stops within 30 s, releases the lock and keeps what is saved; "
+                           "the same --run-id resumes",
+    ("release", EXIT_SIGTERM): "; nothing of the release is published; the same --release-id "
+                               "builds it",
+    ("audit", EXIT_CONFIG): ", or an SQL error in --sql",
+    ("audit", EXIT_STORAGE): ", or nothing committed at the URI",
+}
+
+
+def exit_codes_help(command: str | None = None) -> str:
+    """The "exit codes:" block of one command's --help (all codes for the top-level --help)."""
+    codes = COMMAND_EXITS[command] if command else tuple(EXIT_MEANINGS)
+    lines = ["exit codes:"]
+    lines += [f"  {code:<3}  {EXIT_MEANINGS[code]}{_EXTRA.get((command, code), '')}"
+              for code in codes]
+    return "\n".join(lines) + "\n"
 
 
 def find_cause(exc: BaseException, kinds: tuple[type, ...]) -> BaseException | None:

@@ -24,6 +24,7 @@ from pipeline.ledger import read_snapshot
 from pipeline.ray_session import new_run_id, now, ray_session, run_with_worker_retries, stream
 from pipeline.release_select import select_release
 from pipeline.runs import read_summary
+from pipeline.signals import note_committed
 from pipeline.shards import attach_cached_codes, cache_prefix, write_codes_and_shards
 from schemas.config import PipelineConfig
 from schemas.release import MANIFEST, RELEASE_FORMAT, SPLITS
@@ -152,6 +153,7 @@ def run_release(cfg: PipelineConfig, release_id: str | None = None, config_path:
     }
     store.put(prefix + MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode(),
               "application/json")
+    note_committed(f"release {release_id} had already committed ({prefix}{MANIFEST})")
     log.info("release committed: %s%s", prefix, MANIFEST)
     return ReleaseResult(0, manifest, prefix)
 

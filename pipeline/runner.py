@@ -30,6 +30,7 @@ from pipeline.plan import load_plan, make_plan, save_plan
 from pipeline.ray_session import (Progress, new_run_id, now, ray_session, run_with_worker_retries,
                                   stream)
 from pipeline.runs import committed_summaries, read_summary
+from pipeline.signals import note_committed
 from pipeline.staging import (clean_dead_runs, clear, done_partitions, read_marker,
                               write_progress)
 from pipeline.summary import RunTotals, build_summary, planned_text
@@ -157,6 +158,8 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, config_path: st
         summary["resumed_recordings"] = resumed
         store.put(layout.summary(run_id), json.dumps(summary, indent=2, sort_keys=True).encode(),
                   "application/json")  # the commit point
+        note_committed(f"run {run_id} had already committed ({layout.summary(run_id)}); its "
+                       f"ledger merge finishes on the next run")
         summary["_prefix"] = layout.run(run_id)
         merge_runs(store, cfg.storage, layout,
                    read_snapshot(store, layout, cfg.run.ledger_buckets), [summary])

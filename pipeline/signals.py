@@ -58,13 +58,27 @@ def _give_up(signum: int) -> None:
 
 
 _active = False
+# Set at a command's commit point: an interrupt after it must not tell the user to resume.
+_committed_note: str | None = None
+
+
+def note_committed(message: str) -> None:
+    """The command has committed (summary.json / manifest.json written): `message` is what an
+    interrupt from now on means (the CLI prints it instead of its resume hint)."""
+    global _committed_note
+    _committed_note = message
+
+
+def committed_note() -> str | None:
+    return _committed_note
 
 
 @contextmanager
 def handled() -> Iterator[None]:
     """Handle SIGTERM and SIGINT as above inside the block (the CLI's `run` and `release`);
     the previous handlers come back afterwards."""
-    global _active, _received
+    global _active, _received, _committed_note
+    _committed_note = None
     if threading.current_thread() is not threading.main_thread():
         yield  # handlers can only be set from the main thread
         return

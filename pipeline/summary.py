@@ -111,9 +111,11 @@ def format_summary(s: dict, prefix: str) -> str:
         lines.append(f"    rejected  {reason:<22} {n}")
     src = s.get("sources")
     if src:
+        deferred = (f", {src['deferred_by_limit']} left for a later run by input.limit"
+                    if src.get("deferred_by_limit") else "")
         lines.append(f"  sources           {src['listed']} listed: {planned_text(src)}, "
-                     f"{src['unchanged']} unchanged (skipped); {src['deleted']} marked deleted, "
-                     f"{src['takedown']} taken down")
+                     f"{src['unchanged']} unchanged (skipped){deferred}; {src['deleted']} "
+                     f"marked deleted, {src['takedown']} taken down")
     if s.get("resumed_recordings"):
         lines.append(f"  resumed           {s['resumed_recordings']} recordings from the "
                      f"checkpoints of an earlier attempt")

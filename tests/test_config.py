@@ -52,6 +52,23 @@ def test_unknown_key_is_an_error_naming_it(override, named):
     assert named in str(err.value)
 
 
+@pytest.mark.parametrize("override, suggested", [
+    ("asr.batchsize=4", "did you mean asr.batch_size?"),
+    ("segmnet.threshold=0.4", "did you mean segment?"),
+    ("ray.resources.speaker_embedd.num_cpus=1", "did you mean ray.resources.speaker_embed?"),
+])
+def test_a_typo_gets_the_closest_key_suggested(override, suggested):
+    with pytest.raises(ConfigError) as err:
+        load_config(LOCAL_CONFIG, [override])
+    assert suggested in str(err.value)
+
+
+def test_a_key_like_no_other_gets_no_suggestion():
+    with pytest.raises(ConfigError) as err:
+        load_config(LOCAL_CONFIG, ["asr.qqqqqq=1"])
+    assert "asr.qqqqqq" in str(err.value) and "did you mean" not in str(err.value)
+
+
 def test_wrong_type_names_key_and_value():
     with pytest.raises(ConfigError) as err:
         load_config(LOCAL_CONFIG, ["asr.batch_size=many"])

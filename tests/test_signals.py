@@ -69,3 +69,25 @@ def test_handlers_are_restored_after_the_block():
     with handled():
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_interrupt_after_the_commit_point_does_not_say_resume(monkeypatch, capsys):
+    """SIGTERM between the commit (summary.json written) and the exit: the line must say the
+    run committed, not tell the user to resume it; the next command starts without the note."""
+    import pipeline.cli as cli
+    from pipeline.signals import Interrupted, note_committed
+
+    def run(args, commit):
+        args.resume_hint = "run r1 stopped before it committed; resume with: --run-id r1"
+        if commit:
+            note_committed("run r1 had already committed (s3://b/out/runs/r1/summary.json)")
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(cli, "_run", lambda args: run(args, commit=True))
+    assert cli.main(["status", "configs/local.yaml"]) == 143
+    err = capsys.readouterr().err
+    assert "had already committed" in err and "resume with" not in err
+    monkeypatch.setattr(cli, "_run", lambda args: run(args, commit=False))
+    assert cli.main(["status", "configs/local.yaml"]) == 143
+    err = capsys.readouterr().err
+    assert "resume with" in err and "had already committed" not in err
