@@ -23,7 +23,7 @@ def main() -> int:
     from pipeline.config import load_config
 
     cfg = load_config(ROOT / "configs" / "local.yaml")
-    clips = english_clips(descriptions=0) * 2
+    clips = english_clips() * 2
     audios = [c.audio for c in clips]
     audio_s = sum(a.size for a in audios) / 16000
     registry = ModelRegistry(cfg.models, cfg.model_cache_dir)

@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.labels_bench [--rows FILE] [--thresholds 0.6,0.7,0.8]
 
 Sets, from real recordings with references (bench/asr_eval.py): clean English sentences
-(LibriVox, the CMU cards, Tux Paint's longer spoken descriptions; 13 clips), Tux Paint's spoken
+(LibriVox, the CMU cards, pocketsphinx's goforward; 11 clips; see english_clips for why not Tux
+Paint's English descriptions), Tux Paint's spoken
 stamp names (62 clips of one word, 0.5-1.5 s: under segment.min_speech_s, so a night would keep
 them as too_short; here they stand for short prompts), the sentences under white noise (5 dB)
 and under music (0 dB), non-English speech (French/Spanish descriptions) and non-speech (sound
@@ -76,7 +77,7 @@ def stamp_names(limit: int) -> list[Clip]:
 
 
 def label_sets(names: int, per_condition: int, seed: int = 5) -> dict[str, list[Clip]]:
-    clean = english_clips()          # sentences: LibriVox, CMU cards, spoken descriptions
+    clean = english_clips()          # sentences: LibriVox, CMU cards, goforward
     rng = np.random.default_rng(seed)
     music = [read_audio(TUXPAINT / p) for p in ("hobbies/music/string/violin.ogg",
                                                 "hobbies/music/percussion/drumkit.ogg",

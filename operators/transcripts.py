@@ -3,7 +3,8 @@ transcript with the independent systems that support it (`support`).
 
 Normalisation makes systems comparable, not pretty: Unicode NFKC and case folding, punctuation
 removed (hyphens and slashes become spaces), numbers written as words ("4" and "four" agree),
-whitespace collapsed. Languages written without spaces are compared by characters. Edit
+English titles spelt one way ("Mr." and "mister" agree: the LibriVox reference writes "Mister",
+every recogniser "Mr."), whitespace collapsed. Languages written without spaces are compared by characters. Edit
 distances come from jiwer (rapidfuzz underneath); nothing here re-implements them.
 """
 from __future__ import annotations
@@ -15,6 +16,9 @@ from functools import lru_cache
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _SPACES = re.compile(r"\s+")
+# Abbreviated English titles -> the word a reader says (after punctuation is gone); not "st"
+# (saint or street) nor "ms"
+_TITLES = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
 
 
 @lru_cache(maxsize=4096)
@@ -48,6 +52,8 @@ def normalise(text: str | None, language: str = "en", no_space: bool = False) ->
             out.append(ch)
     text = "".join(out).replace("-", " ")
     text = _SPACES.sub(" ", text).strip()
+    if language == "en" or (language or "").startswith("en-"):
+        text = " ".join(_TITLES.get(w, w) for w in text.split(" "))
     if no_space:
         text = text.replace(" ", "")
     return text

@@ -15,6 +15,8 @@ from schemas.config import HallucinationConfig
     ("Café   au  lait", "cafe\u0301 au lait"),             # composed vs decomposed accents
     ("Straße", "STRASSE"),                                 # case folding beyond lower()
     ("ten  of\tclubs", "10 of clubs"),
+    ("And Mr. John Dashwood", "and mister john dashwood"),  # a title as the reader says it
+    ("Mrs Jennings and Dr. Smith", "missus jennings and doctor smith"),
 ])
 def test_normalisation_makes_equal_things_equal(a, b):
     assert normalise(a) == normalise(b)
@@ -22,6 +24,8 @@ def test_normalisation_makes_equal_things_equal(a, b):
 
 def test_normalisation_keeps_different_things_different():
     assert normalise("four of clubs") != normalise("five of clubs")
+    assert normalise("Main St.") == "main st"                 # saint or street: left alone
+    assert normalise("Mr", "de") == "mr"                     # English titles only in English
     assert normalise("") == "" and normalise(None) == ""
 
 
