@@ -16,6 +16,9 @@ transcript or to what the pipeline measured. `problems()` lists what cannot:
                    people, a microphone or a screen that no measurement allows;
 - meta:<phrase>    talk about the prompt instead of the audio ("the features", "the transcript",
                    JSON), a refusal ("I'm sorry", "cannot hear"), or only tag names in a row;
+- speculates:<phrase>  a guess about people or events ("may have been involved", "reportedly",
+                   "is not known to be married"): a description says what was heard, not a story
+                   (the phrase in the transcript itself is fine: a reading may say "perhaps");
 - copies:transcript  60% or more of it copied from the transcript in runs of 4+ words (the
                    description of a reading is not the reading; quoting a phrase is fine);
 - loop:...         the same sentence twice.
@@ -86,7 +89,14 @@ OUTDOOR_WORDS = {"outdoors", "outdoor", "outside", "street", "forest", "park", "
 EQUIPMENT_WORDS = {"microphone", "device", "usb", "video", "camera", "screen", "teleprompter",
                    "internet", "headphones", "speakerphone", "recorder"}
 MANY_PEOPLE = {"speakers", "people", "voices", "persons", "audience", "several", "multiple",
-               "group", "crowd", "they"}
+               "group", "crowd", "they", "conversation", "dialogue", "interview", "discussion",
+               "debate"}
+# Hedged claims about people or events: the small text models spin stories from a transcript
+# ("He may have been involved in some kind of scandal", make demo)
+SPECULATION_PHRASES = ("may have been", "might have been", "may have had", "has been reported",
+                       "have been reported", "is reported", "reportedly", "is not known",
+                       "is believed", "allegedly", "rumored", "rumoured", "probably", "perhaps",
+                       "possibly", "presumably", "it is likely", "is said to")
 # A description that is mostly the transcript copied (runs of COPY_RUN words or more cover
 # COPY_SHARE of it) is not a description; quoting a phrase of it is ("says the call cannot be
 # completed as dialed").
@@ -194,6 +204,11 @@ def problems(description: str, row: dict, genders: list[str] | None = None) -> l
     for phrase in META_PHRASES:
         if phrase in text:
             found.append(f"meta:{phrase}")
+            break
+    spoken = " ".join(_norm(w) for w in _words(row.get("transcript")))
+    for phrase in SPECULATION_PHRASES:
+        if phrase in text and phrase not in spoken:
+            found.append(f"speculates:{phrase}")
             break
     if lowered and set(lowered) <= facts and not description.rstrip().endswith((".", "!")):
         found.append("meta:tag list")  # a bare list of tag names: "Vacuum cleaner", "Dog Grunt"
