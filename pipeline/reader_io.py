@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from model_serving.s3client import resolve_storage, split_uri
+from model_serving.s3client import make_s3_client, split_uri
 from operators.storage import ObjectStore
 from schemas.config import StorageConfig
 
@@ -39,22 +39,15 @@ _SESSION: list[Any] = []
 
 
 def _new_client(cfg: StorageConfig):
-    """The client model_serving.s3client.make_s3_client builds (same timeouts, retries, path
-    addressing), but from one boto3 Session per interpreter: the Session caches botocore's
-    parsed service model, so a DataLoader worker forked from the trainer gets a client with
-    connections of its own in ~10 ms instead of ~0.5-1 s. Call under _CLIENTS_LOCK."""
+    """make_s3_client's client (same timeouts, retries, path addressing), from one boto3
+    Session per interpreter: the Session caches botocore's parsed service model, so a DataLoader
+    worker forked from the trainer gets a client with connections of its own in ~10 ms instead
+    of ~0.5-1 s. Call under _CLIENTS_LOCK."""
     import boto3
-    from botocore.config import Config
 
     if not _SESSION:
         _SESSION.append(boto3.session.Session())
-    cfg = resolve_storage(cfg)
-    return _SESSION[0].client(
-        "s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region,
-        aws_access_key_id=cfg.access_key_id, aws_secret_access_key=cfg.secret_access_key,
-        config=Config(connect_timeout=cfg.connect_timeout_s, read_timeout=cfg.read_timeout_s,
-                      retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
-                      s3={"addressing_style": "path"}))
+    return make_s3_client(cfg, session=_SESSION[0])
 
 
 class ReaderStore(ObjectStore):
