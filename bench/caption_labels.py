@@ -7,8 +7,9 @@ grounded, and how fast is each text model? The evidence-only template is the bas
 The labelled set, all real recordings: tuxpaint sound effects named for what they are (animals,
 household), tuxpaint music (instruments), read English speech (LibriVox, CMU cards), the same
 speech band-limited to 300-3400 Hz (a telephone line), and the male and female voices of
-codec2-examples, wideband and through the same telephone band. Every segment runs through the night's stages in this process (decode, VAD,
-measures, events, ASR, speakers: bench/inprocess.py), so the features are the ones a night
+codec2-examples, wideband and through the same telephone band. Every segment runs through the
+night's stages in this process (decode, VAD, measures, events, ASR, speakers:
+bench/inprocess.py), so the features are the ones a night
 computes; every segment is then captioned, whatever the ASR stage decided.
 
 Printed per model and for the template (scene = the first candidate the evidence allows,

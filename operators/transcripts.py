@@ -3,9 +3,10 @@ transcript with the independent systems that support it (`support`).
 
 Normalisation makes systems comparable, not pretty: Unicode NFKC and case folding, punctuation
 removed (hyphens and slashes become spaces), numbers written as words ("4" and "four" agree),
-English titles spelt one way ("Mr." and "mister" agree: the LibriVox reference writes "Mister",
-every recogniser "Mr."), whitespace collapsed. Languages written without spaces are compared by characters. Edit
-distances come from jiwer (rapidfuzz underneath); nothing here re-implements them.
+English titles spelt one way ("Mr." and "mister" agree: the LibriVox reference writes
+"Mister", every recogniser "Mr."), whitespace collapsed. Languages written without spaces are
+compared by characters. Edit distances come from jiwer (rapidfuzz underneath); nothing here
+re-implements them.
 """
 from __future__ import annotations
 

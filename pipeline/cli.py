@@ -12,12 +12,14 @@ from pipeline import __version__
 from pipeline.errors import (EXIT_CONFIG, EXIT_INTERNAL, AudioverseError, ConfigError,
                              exit_codes_help)
 
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="audioverse",
         description="AudioVerse pipeline: annotate raw audio in S3 with Ray Data.",
-        epilog=exit_codes_help() + "\n`audioverse COMMAND --help` lists the codes each command "
-                                   "can return.", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=exit_codes_help() + "\n`audioverse COMMAND --help` lists the codes each "
+                                   "command can return.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"audioverse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

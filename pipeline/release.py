@@ -24,8 +24,8 @@ from pipeline.ledger import read_snapshot
 from pipeline.ray_session import new_run_id, now, ray_session, run_with_worker_retries, stream
 from pipeline.release_select import select_release
 from pipeline.runs import read_summary
-from pipeline.signals import note_committed
 from pipeline.shards import attach_cached_codes, cache_prefix, write_codes_and_shards
+from pipeline.signals import note_committed
 from schemas.config import PipelineConfig
 from schemas.release import MANIFEST, RELEASE_FORMAT, SPLITS
 from schemas.layout import Layout

@@ -158,8 +158,8 @@ def run_pipeline(cfg: PipelineConfig, run_id: str | None = None, config_path: st
         summary["resumed_recordings"] = resumed
         store.put(layout.summary(run_id), json.dumps(summary, indent=2, sort_keys=True).encode(),
                   "application/json")  # the commit point
-        note_committed(f"run {run_id} had already committed ({layout.summary(run_id)}); its "
-                       f"ledger merge finishes on the next run")
+        note_committed(f"run {run_id} had already committed ({layout.summary(run_id)}); "
+                       f"nothing to resume (a ledger merge cut short finishes on the next run)")
         summary["_prefix"] = layout.run(run_id)
         merge_runs(store, cfg.storage, layout,
                    read_snapshot(store, layout, cfg.run.ledger_buckets), [summary])

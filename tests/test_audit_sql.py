@@ -15,7 +15,8 @@ COUNT_BY_TYPE = "SELECT content_type, count(*) AS n FROM annotations GROUP BY 1 
 
 def test_every_statement_is_printed_in_order(stored, capsys):  # noqa: F811
     assert main([RUN_URI, "--sql", "SELECT count(*) AS segments FROM annotations; "
-                                   "SELECT 'a;b' AS text; SELECT count(*) AS rejects FROM rejects"]) == 0
+                                   "SELECT 'a;b' AS text; "
+                                   "SELECT count(*) AS rejects FROM rejects"]) == 0
     out = capsys.readouterr().out
     blocks = [b.splitlines() for b in out.strip().split("\n\n")]
     assert [b[0].strip() for b in blocks] == ["segments", "text", "rejects"]
