@@ -2,10 +2,13 @@
 
     .venv/bin/python scripts/check_reader_extra.py write          # the project's venv
     <reader-only venv>/bin/python scripts/check_reader_extra.py read URI
+    <the same venv + datasets>/bin/python scripts/check_reader_extra.py read-hf URI
 
 `write` puts a small release (3 shards, the release format of schemas/release.py) on the S3
 server the environment names and prints its URI; `read` checks that the reader-only install has
-none of the pipeline's heavy packages, then reads every row of the release with a DataLoader.
+none of the pipeline's heavy packages, then reads every row of the release with a DataLoader;
+`read-hf` loads the same shards with Hugging Face `datasets`' Parquet loader (the plain-Parquet
+route the README documents) and checks rows and codes against the reader's.
 """
 from __future__ import annotations
 
@@ -48,10 +51,44 @@ def read(uri: str) -> None:
           f"heavy modules loaded: {loaded or 'none'}")
 
 
+def read_hf(uri: str) -> None:
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    from datasets import load_dataset
+
+    from operators.storage import ObjectStore
+    from pipeline.reader import ReleaseDataset, codes_array
+    from schemas.config import StorageConfig
+
+    ds = ReleaseDataset(uri, split="train", batch_size=4)
+    want = {sid: (codes, int(n)) for batch in ds
+            for sid, codes, n in zip(batch["segment_id"], batch["codes"], batch["num_frames"])}
+    store = ObjectStore(StorageConfig())
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i, shard in enumerate(ds.shard_uris()):
+            files.append(str(Path(tmp) / f"shard-{i}.parquet"))
+            Path(files[-1]).write_bytes(store.get(shard))
+        hf = load_dataset("parquet", data_files=files, split="train",
+                          cache_dir=str(Path(tmp) / "cache"))
+        if sorted(hf["segment_id"]) != sorted(want):
+            raise SystemExit(f"datasets read {len(hf)} rows, not the reader's {len(want)}")
+        for row in hf:
+            codes, n = want[row["segment_id"]]
+            got = codes_array(row["codes"])
+            if got.shape != (ds.num_codebooks, n) or not np.array_equal(got, codes[:, :n].numpy()):
+                raise SystemExit(f"segment {row['segment_id']}: datasets' codes differ")
+    print(f"Hugging Face datasets read the same {len(want)} rows and codes from the shards")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["write"]:
         write()
     elif sys.argv[1:2] == ["read"] and len(sys.argv) == 3:
         read(sys.argv[2])
+    elif sys.argv[1:2] == ["read-hf"] and len(sys.argv) == 3:
+        read_hf(sys.argv[2])
     else:
         raise SystemExit(__doc__)

@@ -23,3 +23,8 @@ eval "$(.venv/bin/python -m infra.local_s3 env --data-dir "$DATA")"
 uri="$(.venv/bin/python scripts/check_reader_extra.py write)"
 # Not from the checkout: the installed wheel (the script's directory is scripts/, not the root).
 (cd /tmp && "$OLDPWD/$VENV/bin/python" "$OLDPWD/scripts/check_reader_extra.py" read "$uri")
+# The plain-Parquet route of the README: Hugging Face datasets' Parquet loader, added only now
+# (it is not part of the extra), offline.
+pip_quiet datasets==5.2.0
+(cd /tmp && HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 \
+  "$OLDPWD/$VENV/bin/python" "$OLDPWD/scripts/check_reader_extra.py" read-hf "$uri")
