@@ -95,7 +95,8 @@ class CodecMismatch(RuntimeError):
 
 class AudioCodec:
     """One codec in a worker. `encode` takes waveforms at `info.sample_rate` and returns int16
-    codes [codebooks x frames] per waveform, each checked against the frame rule."""
+    codes [codebooks x frames] per waveform, each checked against the frame rule; `decode`
+    turns one segment's codes back into a waveform (for listening)."""
 
     def __init__(self, resolved: ResolvedModel, device: str = "cpu", threads: int = 1):
         import torch
@@ -170,3 +171,19 @@ class AudioCodec:
                 f"({max(padded) / self.info.sample_rate:.3f}s x {self.info.frame_rate} frames/s)")
         return [codes[i, :, : self.expected_frames(n)].astype(np.int16)
                 for i, n in enumerate(lengths)]
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """One segment's codes [codebooks, frames] -> float32 mono audio at info.sample_rate,
+        frames x sample_rate / frame_rate samples (one segment per call: no padding reaches the
+        decoder)."""
+        import torch
+
+        frames = int(codes.shape[1])
+        if frames == 0:
+            return np.zeros(0, dtype=np.float32)
+        x = torch.from_numpy(np.asarray(codes, dtype=np.int64))[None].to(self.device)
+        with torch.inference_mode():
+            audio = self.model.decode(x).audio_values
+        audio = audio.reshape(-1).float().cpu().numpy()
+        hop = self.info.sample_rate / self.info.frame_rate
+        return audio[:int(round(frames * hop))].astype(np.float32)

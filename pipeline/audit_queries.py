@@ -64,6 +64,16 @@ GROUP BY 1
 ORDER BY language_group = 'other', segments DESC, language_group"""
 
 
+def drops_sql(view: str) -> str:
+    """Segments and audio per drop reason of a run's annotations or a release's selection."""
+    return f"""SELECT drop_reason, count(*) AS segments,
+       coalesce(sum(duration_s), 0) AS audio_s
+FROM {view}
+WHERE drop_reason IS NOT NULL
+GROUP BY 1
+ORDER BY segments DESC, drop_reason"""
+
+
 def run_sql() -> dict[str, str]:
     status = "CASE WHEN drop_reason IS NULL THEN 'kept' ELSE 'dropped' END"
     return {
@@ -97,12 +107,7 @@ ORDER BY audio_s DESC, language, content_type""",
 FROM annotations
 GROUP BY 1
 ORDER BY 1""",
-        "drops": """SELECT drop_reason, count(*) AS segments,
-       coalesce(sum(duration_s), 0) AS audio_s
-FROM annotations
-WHERE drop_reason IS NOT NULL
-GROUP BY 1
-ORDER BY segments DESC, drop_reason""",
+        "drops": drops_sql("annotations"),
         "rejects": """SELECT reason, count(*) AS recordings
 FROM rejects
 GROUP BY 1
@@ -158,12 +163,7 @@ ORDER BY audio_s DESC, language, content_type""",
 FROM selection
 GROUP BY 1
 ORDER BY 1""",
-        "drops": """SELECT drop_reason, count(*) AS segments,
-       coalesce(sum(duration_s), 0) AS audio_s
-FROM selection
-WHERE drop_reason IS NOT NULL
-GROUP BY 1
-ORDER BY segments DESC, drop_reason""",
+        "drops": drops_sql("selection"),
         "gates": """SELECT reason, segments FROM (
     SELECT 'gate: ' || quality_gate AS reason, count(*) AS segments
     FROM selection WHERE quality_gate IS NOT NULL GROUP BY 1

@@ -180,25 +180,27 @@ def hold_captions_to(table: pa.Table, minimum: str) -> pa.Table:
 
     prov = table.column("caption_provenance").combine_chunks()
 
-    def weak(key: str) -> pa.Array:
-        return pc.invert(pc.is_in(pc.fill_null(provenance_of(key), INFERRED), value_set=allowed))
-
     def provenance_of(key: str) -> pa.Array:
         return pc.struct_field(prov, key) if prov.null_count < len(prov) \
             else pa.nulls(len(prov), pa.string())
 
+    # per held field: whether its provenance ranks below the minimum (computed once)
+    weak = {key: pc.invert(pc.is_in(pc.fill_null(provenance_of(key), INFERRED),
+                                    value_set=allowed))
+            for key in [*_CAPTION_TEXT, *_SPEAKER_KEYS]}
+
     # The provenance the shards carry: a field held to "unknown" is unknown, not inferred (also
     # on rows written before provenance existed).
     held_prov = pa.StructArray.from_arrays(
-        [pc.if_else(weak(f.name), pa.scalar(UNKNOWN_SOURCE), provenance_of(f.name))
-         if f.name in _CAPTION_TEXT or f.name in _SPEAKER_KEYS else provenance_of(f.name)
+        [pc.if_else(weak[f.name], pa.scalar(UNKNOWN_SOURCE), provenance_of(f.name))
+         if f.name in weak else provenance_of(f.name)
          for f in prov.type], fields=list(prov.type))
 
     for key, column in _CAPTION_TEXT.items():
         values = table.column(column).combine_chunks()
         held = pa.nulls(len(values), values.type) if key == "description" \
             else pa.scalar(UNKNOWN, values.type)
-        masked = pc.if_else(pc.and_(weak(key), pc.is_valid(values)), held, values)
+        masked = pc.if_else(pc.and_(weak[key], pc.is_valid(values)), held, values)
         table = table.set_column(table.schema.get_field_index(column), column, masked)
     speakers = table.column("caption_speakers").combine_chunks()
     if len(speakers.flatten()):
@@ -210,7 +212,7 @@ def hold_captions_to(table: pa.Table, minimum: str) -> pa.Table:
         for field in values.type:
             child = pc.struct_field(values, field.name)
             key = next(k for k, v in _SPEAKER_KEYS.items() if v == field.name)
-            hide = pc.take(weak(key), owner)
+            hide = pc.take(weak[key], owner)
             children.append(pc.if_else(hide, pa.scalar(UNKNOWN, child.type), child))
         rebuilt = pa.StructArray.from_arrays(children, fields=list(values.type),
                                              mask=pc.is_null(values))
