@@ -1,29 +1,36 @@
 """One label-quality table (`make bench-labels`): how good are the transcripts a night keeps?
 
     .venv/bin/python -m bench.labels_bench [--rows FILE] [--thresholds 0.6,0.7,0.8]
+                                           [--snr-gates none,10,12,15,18,20]
 
 Sets, from real recordings with references (bench/asr_eval.py): clean English sentences
 (LibriVox, the CMU cards, pocketsphinx's goforward; 11 clips; see english_clips for why not Tux
-Paint's English descriptions), Tux Paint's spoken
-stamp names (62 clips of one word, 0.5-1.5 s: under segment.min_speech_s, so a night would keep
-them as too_short; here they stand for short prompts), the sentences under white noise (5 dB)
-and under music (0 dB), non-English speech (French/Spanish descriptions) and non-speech (sound
-effects). Each clip is one speech segment (this measures ASR + agreement + hallucination rules,
-not VAD). No set holds 40 clean English sentences: no more real English speech with verbatim
-references ships in the packages this machine can reach.
+Paint's English descriptions), Tux Paint's spoken stamp names (62 clips of one word,
+0.5-1.5 s: under segment.min_speech_s, so a night would keep them as too_short; here they stand
+for short prompts), the sentences under white noise (5 dB; and 10, 15, 20 dB for the SNR gate's
+curve) and under music (0 dB), non-English speech (French/Spanish descriptions) and non-speech
+(sound effects). Each clip is one speech segment (this measures the SNR gate, ASR, agreement
+and the hallucination rules, not VAD). No set holds 40 clean English sentences: no more real
+English speech with verbatim references ships in the packages this machine can reach.
 
 Every ASR system transcribes every clip once (as the ASR stage runs them: Whisper base detects
 the language, English-only systems vote only on English); then each *selection rule* is applied
 to the same hypotheses: the rule before schema 7 (1 - mean pairwise error, threshold 0.6) and
-the support rule (two model families within WER 0.4) with several sets of systems. Printed:
+the support rule (two model families within WER 0.4) with several sets of systems, and the
+default (the support rule after the measures stage's SNR gate, measures.min_speech_snr_db, on
+the snr_db the measures stage computes). Printed:
 - per system and set: corpus WER and the real-time factor of the system (wall s / audio s);
 - per rule and set: kept share, WER of the kept transcripts, WER of all selected transcripts,
   and how many kept segments carry a dissenting system;
+- agreement.threshold (`--thresholds`) and measures.min_speech_snr_db (`--snr-gates`) at other
+  values, chosen on the even clips of each set and reported on the odd ones;
 - the measures stage's time on the clean set, with WORLD pitch and with the librosa pYIN it
   replaced.
-agreement.threshold (0.6) predates this bench; `--thresholds` compares others on the even
-clips of each set and reports them on the odd ones. The phrase-loop hallucination rule was
-written while looking at Moonshine's loops on these clips.
+agreement.threshold (0.6) predates this bench. The phrase-loop hallucination rule was written
+while looking at Moonshine's loops on these clips. The SNR gate (15 dB) is the lowest of the
+`--snr-gates` values that, on the even clips, keeps nothing of the 5 and 10 dB sets (whose
+transcripts are kept at WER ~0.10 without it) and all of the clean set. `--rows` keeps each
+set's transcriptions; a set not in the file is transcribed and added.
 """
 from __future__ import annotations
 
@@ -46,20 +53,24 @@ ALL_SYSTEMS = [
     {"name": "pocketsphinx-en", "model": "asr/pocketsphinx-en-us"},
     {"name": "moonshine-base-en", "model": "asr/moonshine-base-en"},
 ]
-# (label, rule, systems whose hypotheses it sees)
+DEFAULT_SYSTEMS = ["whisper-base", "whisper-tiny-en", "moonshine-base-en"]  # configs/local.yaml
+# (label, rule, systems whose hypotheses it sees, measures.min_speech_snr_db applied first)
 RULES = [
     ("before: mean pairwise, base+tiny+sphinx", "mean",
-     ["whisper-base", "whisper-tiny-en", "pocketsphinx-en"]),
+     ["whisper-base", "whisper-tiny-en", "pocketsphinx-en"], False),
     ("support, base+tiny+sphinx", "support",
-     ["whisper-base", "whisper-tiny-en", "pocketsphinx-en"]),
-    ("support, base+tiny+moonshine", "support",
-     ["whisper-base", "whisper-tiny-en", "moonshine-base-en"]),
-    ("support, base+moonshine", "support", ["whisper-base", "moonshine-base-en"]),
+     ["whisper-base", "whisper-tiny-en", "pocketsphinx-en"], False),
+    ("support, base+tiny+moonshine", "support", DEFAULT_SYSTEMS, False),
+    ("support, base+moonshine", "support", ["whisper-base", "moonshine-base-en"], False),
     ("support, all four", "support",
-     ["whisper-base", "whisper-tiny-en", "pocketsphinx-en", "moonshine-base-en"]),
+     ["whisper-base", "whisper-tiny-en", "pocketsphinx-en", "moonshine-base-en"], False),
+    ("default: base+tiny+moonshine + SNR gate", "support", DEFAULT_SYSTEMS, True),
 ]
-SETS = ("clean", "names", "noise 5 dB", "music 0 dB", "non_english", "non_speech")
-ENGLISH = SETS[:4]
+SETS = ("clean", "names", "noise 5 dB", "music 0 dB", "non_english", "non_speech",
+        "noise 10 dB", "noise 15 dB", "noise 20 dB")
+ENGLISH = ("clean", "names", "noise 5 dB", "noise 10 dB", "noise 15 dB", "noise 20 dB",
+           "music 0 dB")
+SNR_SETS = ("clean", "noise 5 dB", "noise 10 dB", "noise 15 dB", "noise 20 dB", "music 0 dB")
 
 
 def stamp_names(limit: int) -> list[Clip]:
@@ -83,7 +94,7 @@ def label_sets(names: int, per_condition: int, seed: int = 5) -> dict[str, list[
                                                 "hobbies/music/percussion/drumkit.ogg",
                                                 "hobbies/music/string/cello.ogg")]
     mixed = mixed_set(per_condition, seed)
-    return {
+    sets = {
         "clean": clean,
         "names": stamp_names(names),
         "noise 5 dB": [Clip(f"{c.name}+noise", "noise",
@@ -94,6 +105,13 @@ def label_sets(names: int, per_condition: int, seed: int = 5) -> dict[str, list[
         "non_english": [c for c in mixed if c.condition == "non_english"],
         "non_speech": [c for c in mixed if c.condition == "non_speech"],
     }
+    for snr in (10, 15, 20):      # the SNR gate's curve; its own noise, the sets above unchanged
+        noise = np.random.default_rng(seed + snr)
+        sets[f"noise {snr} dB"] = [
+            Clip(f"{c.name}+noise{snr}", "noise",
+                 _mix(c.audio, noise.standard_normal(c.audio.size).astype(np.float32), snr),
+                 c.reference, "en") for c in clean]
+    return sets
 
 
 def transcribe_all(cfg, clips: list[Clip]) -> tuple[list[dict], dict[str, float]]:
@@ -134,18 +152,23 @@ def mean_pairwise(row: dict, threshold: float) -> tuple[int, str | None]:
     return selected, ("asr_disagreement" if 1.0 - mean < threshold else None)
 
 
-def apply_rule(cfg, rows: list[dict], rule: str, systems: list[str]) -> list[dict]:
+def apply_rule(cfg, rows: list[dict], rule: str, systems: list[str],
+               snr_gate: bool = False) -> list[dict]:
     """Each row with `transcript` and `drop_reason` as the rule (and the hallucination rules
-    after it) decide from the hypotheses of `systems` alone."""
+    after it) decide from the hypotheses of `systems` alone; with `snr_gate`, speech under
+    measures.min_speech_snr_db is dropped first, as the measures stage does."""
     from operators.agreement import AgreementStage
     from operators.hallucination import HallucinationStage, check
+    from operators.measures import low_snr_speech
     from operators.transcripts import normalise
 
     subset = []
     for row in rows:
         hyps = [h for h in (row["asr_hypotheses"] or []) if h["system"] in systems]
+        noisy = low_snr_speech(row, cfg.measures.min_speech_snr_db) if snr_gate else None
         subset.append({**row, "asr_hypotheses": hyps or None, "asr_voters": None,
-                       "drop_reason": None, "drop_stage": None, "drop_detail": None})
+                       "drop_reason": "low_snr_speech" if noisy else None,
+                       "drop_stage": "measures" if noisy else None, "drop_detail": noisy})
     if rule == "support":
         agreed = AgreementStage(**AgreementStage.config_kwargs(cfg, None))(
             pa.Table.from_pylist(subset))
@@ -154,6 +177,9 @@ def apply_rule(cfg, rows: list[dict], rule: str, systems: list[str]) -> list[dic
     for row in subset:
         if not row["asr_hypotheses"]:
             out.append({**row, "transcript": None, "drop_reason": "no_transcript"})
+            continue
+        if row["drop_reason"]:
+            out.append({**row, "transcript": None})
             continue
         selected, reason = mean_pairwise(row, cfg.agreement.threshold)
         text = row["asr_hypotheses"][selected]["text"]
@@ -183,7 +209,7 @@ def sweep(cfg, sets, by_set, thresholds: list[float], result: dict) -> None:
     clips it was chosen on."""
     from dataclasses import replace
 
-    systems = [s.name for s in cfg.asr.systems if s.name != "pocketsphinx-en"]
+    systems = DEFAULT_SYSTEMS
     print(f"\nagreement.threshold, support rule with {'+'.join(systems)}: kept share / WER of "
           f"kept, on the even clips (choose) | the odd clips (report)")
     print(f"{'threshold':<10}" + "".join(f"{name:>26}" for name in ENGLISH))
@@ -202,6 +228,31 @@ def sweep(cfg, sets, by_set, thresholds: list[float], result: dict) -> None:
                                     for h in halves))
         result["sweep"][threshold] = out
         print(f"{threshold:<10}" + "".join(f"{c:>26}" for c in cells))
+
+
+def snr_sweep(cfg, sets, by_set, gates: list[float | None], result: dict) -> None:
+    """measures.min_speech_snr_db at several values, with the default systems and threshold,
+    chosen on the even clips of each set and reported on the odd ones, as `sweep` does."""
+    from dataclasses import replace
+
+    systems = DEFAULT_SYSTEMS
+    print(f"\nmeasures.min_speech_snr_db, support rule with {'+'.join(systems)}: kept share / "
+          f"WER of kept, on the even clips (choose) | the odd clips (report)")
+    print(f"{'gate dB':<10}" + "".join(f"{name:>26}" for name in SNR_SETS))
+    result["snr_sweep"] = {}
+    for gate in gates:
+        tuned = replace(cfg, measures=replace(cfg.measures, min_speech_snr_db=gate))
+        cells, out = [], {}
+        for name in SNR_SETS:
+            halves = []
+            for parity in (0, 1):
+                rows = apply_rule(tuned, by_set[name][parity::2], "support", systems, True)
+                halves.append(summarise(sets[name][parity::2], rows))
+            out[name] = halves
+            cells.append(" | ".join(f"{h['kept_share']:4.0%} {h['kept_wer']:5.3f}"
+                                    for h in halves))
+        result["snr_sweep"][str(gate)] = out
+        print(f"{str(gate):<10}" + "".join(f"{c:>26}" for c in cells))
 
 
 def measures_time(clips: list[Clip]) -> dict[str, float]:
@@ -249,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", help="keep the transcriptions in this file and reuse them")
     parser.add_argument("--thresholds", default="0.6,0.7,0.8",
                         help="agreement.threshold values to compare, on two halves of each set")
+    parser.add_argument("--snr-gates", default="none,10,12,15,18,20",
+                        help="measures.min_speech_snr_db values to compare (none: no gate)")
     args = parser.parse_args(argv)
     from pipeline.config import load_config
 
@@ -259,18 +312,27 @@ def main(argv: list[str] | None = None) -> int:
     audio_s = {name: sum(c.audio.size for c in sets[name]) / RATE for name in SETS}
     print("sets: " + ", ".join(f"{name} {len(sets[name])} clips ({audio_s[name]:.0f} s)"
                                  for name in SETS), flush=True)
+    by_set, spent = {}, {}
     if args.rows and os.path.exists(args.rows):
         with open(args.rows, "rb") as f:                 # the same sets, transcribed before
-            rows, spent = pickle.load(f)
-    else:
-        rows, spent = transcribe_all(cfg, clips)
+            by_set, spent = pickle.load(f)
+    missing = [name for name in SETS if name not in by_set]
+    if missing:                                          # transcribe only the sets not kept
+        new_rows, new_spent = transcribe_all(cfg, [c for n in missing for c in sets[n]])
+        start = 0
+        for name in missing:
+            by_set[name] = new_rows[start:start + len(sets[name])]
+            start += len(sets[name])
+        for system, seconds in new_spent.items():
+            spent[system] = spent.get(system, 0.0) + seconds
         if args.rows:
             with open(args.rows, "wb") as f:
-                pickle.dump((rows, spent), f)
-    by_set, start = {}, 0
-    for name in SETS:
-        by_set[name] = rows[start:start + len(sets[name])]
-        start += len(sets[name])
+                pickle.dump((by_set, spent), f)
+    from operators.measures import snr_db
+    for name in SETS:                     # what the measures stage would have measured
+        for clip, row in zip(sets[name], by_set[name]):
+            row["snr_db"] = snr_db(clip.audio)
+    rows = [r for name in SETS for r in by_set[name]]
 
     result = {"systems": {}, "rules": {}, "measures_s": None}
     print(f"\n{'system':<20}" + "".join(f"{name:>14}" for name in ENGLISH)
@@ -289,10 +351,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nkept share / WER of kept / WER of all selected / kept with a dissenting system")
     print(f"{'rule':<42}" + "".join(f"{name:>22}" for name in SETS))
-    for label, rule, systems in RULES:
+    for label, rule, systems, gate in RULES:
         decided = {}
         for name in SETS:
-            decided[name] = summarise(sets[name], apply_rule(cfg, by_set[name], rule, systems))
+            decided[name] = summarise(sets[name],
+                                      apply_rule(cfg, by_set[name], rule, systems, gate))
         result["rules"][label] = decided
         cells = []
         for name in SETS:
@@ -303,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.thresholds:
         sweep(cfg, sets, by_set, [float(t) for t in args.thresholds.split(",")], result)
+    if args.snr_gates:
+        snr_sweep(cfg, sets, by_set, [None if g == "none" else float(g)
+                                      for g in args.snr_gates.split(",")], result)
     result["measures_s"] = measures_time(sets["clean"])
     m = result["measures_s"]
     print(f"\nmeasures stage on the clean set ({audio_s['clean']:.0f} s of speech): WORLD pitch "

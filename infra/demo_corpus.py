@@ -175,7 +175,7 @@ def _declare_wav_data(wav: bytes, size: int) -> bytes:
 
 def odd_files() -> list[StagedFile]:
     """Recordings that are usable but odd: each must come out annotated, with the oddity measured
-    (clipping also drops its segments, before any model runs)."""
+    (clipping and speech under heavy noise also drop their segments, before any model runs)."""
     import librosa
 
     from infra.speaker_corpus import joined
@@ -186,11 +186,18 @@ def odd_files() -> list[StagedFile]:
     phone = librosa.resample(librosa.resample(clip, orig_sr=RATE, target_sr=8000),
                              orig_sr=8000, target_sr=44100)
     two = joined(("librivox", "cmu-cards"), seconds=6.0)
+    # the reader under white noise at 5 dB SNR: too noisy to trust any transcript of
+    # (measures.min_speech_snr_db), dropped before ASR
+    reader = read_audio(LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0930.wav")
+    hiss = np.random.default_rng(9).standard_normal(reader.size).astype(np.float32)
+    noisy = reader + hiss * np.float32(np.sqrt(np.mean(reader ** 2) / 10 ** 0.5))
     return [
         StagedFile("odd/clipped.flac", encode(clip * 12.0, "flac")),
         StagedFile("odd/nan_samples.wav", encode(with_nan, "wav_float")),
         StagedFile("odd/dc_offset.flac", encode(clip * 0.5 + 0.25, "flac")),
         StagedFile("odd/phone_band_44k.wav", encode(phone, "wav", rate=44100)),
+        StagedFile("odd/noisy_speech.flac", encode(noisy / max(1.0, float(np.abs(noisy).max())),
+                                                   "flac")),
         StagedFile("speakers/librivox+cmu-cards.flac", encode(two.audio, "flac")),
     ]
 

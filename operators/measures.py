@@ -2,8 +2,9 @@
 the native-rate track kept by decoding) and, on speech, pitch (operators/pitch.py). Peak,
 clipping and loudness come from the segment's piece of the source channels' level track
 (operators/levels.py) when decoding made one; the rest from the 16 kHz mono mix. Runs on speech
-and non-speech segments alike, before the models, so that clipped audio is dropped before
-anything costly.
+and non-speech segments alike, before the models, so that what no model should spend time on
+is dropped first: clipped audio, and speech under too much noise for any transcript of it to be
+trusted (`measures.min_speech_snr_db`).
 
 Every measure is a value or null, never an exception: empty or very short audio, near-silence,
 DC offset, NaN/inf samples and clipping all give numbers (or null where a measure is undefined,
@@ -49,6 +50,19 @@ def snr_db(audio: np.ndarray) -> float | None:
     loud = float(np.mean(power[n // 2:]))
     snr = 10.0 * np.log10(max(loud - noise, EPS ** 2) / noise)
     return float(np.clip(snr, *SNR_RANGE_DB))
+
+
+def low_snr_speech(row: dict, min_snr_db: float | None) -> str | None:
+    """The drop detail when `row` is speech measured under `min_snr_db`, else None. Under that
+    much noise the recognisers make the same mistakes (bench-labels: the errors kept at 5 dB
+    were written by two families alike), so no agreement rule can vouch for a transcript; the
+    gate comes before any model runs, so ASR is not spent on it."""
+    snr = row.get("snr_db")
+    if min_snr_db is None or snr is None or row.get("content_type") != "speech" \
+            or snr >= min_snr_db:
+        return None
+    return (f"speech at {snr:.1f} dB SNR, under measures.min_speech_snr_db {min_snr_db:g}: "
+            f"recognisers share their errors under this much noise, so no transcript is trusted")
 
 
 def loudness_lufs(audio: np.ndarray, meter=None) -> float | None:
@@ -113,6 +127,9 @@ class MeasuresStage(Stage):
             self.drop(row, reasons.CLIPPING,
                       f"{row['clipped_ratio']:.1%} of samples at or above {self.cfg.clip_level} "
                       f"of full scale (limit {self.cfg.max_clipped_ratio:.1%})")
+        noisy = low_snr_speech(row, self.cfg.min_speech_snr_db)
+        if noisy:
+            self.drop(row, reasons.LOW_SNR_SPEECH, noisy)
 
     def measure(self, row: dict, audio: np.ndarray, track: bytes | None) -> dict:
         """Peak and clipping on the audio as recorded; level measures without its DC offset."""

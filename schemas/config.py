@@ -161,6 +161,10 @@ class MeasuresConfig:
     pitch_fmax_hz: float = bounded(500.0, gt=0, le=2000)
     # bands this far below the loudest band count as empty
     bandwidth_floor_db: float = bounded(60.0, gt=0)
+    # Speech measured under this SNR is dropped as low_snr_speech before any model runs: under
+    # that much noise the recognisers share their errors, which agreement cannot see (make
+    # bench-labels). null: no gate.
+    min_speech_snr_db: Optional[float] = bounded(15.0, ge=-10, le=100)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ NO_AUDIBLE_CONTENT = "no_audible_content"  # neither speech nor sound above the 
 # Segment-level (annotations.drop_reason).
 TOO_SHORT = "too_short"
 CLIPPING = "clipping"                    # more clipped samples than measures.max_clipped_ratio
+LOW_SNR_SPEECH = "low_snr_speech"        # speech under measures.min_speech_snr_db (before ASR)
 ASR_ERROR = "asr_error"                  # a system crashed or timed out on it (detail names it)
 UNVERIFIED = "unverified"                # fewer systems than agreement.min_voters could vote
 ASR_DISAGREEMENT = "asr_disagreement"    # the systems disagree beyond agreement.threshold
@@ -34,7 +35,7 @@ REJECT_REASONS = frozenset({
     NO_AUDIO_STREAM, TRUNCATED, TOO_LONG, DIGITAL_SILENCE, NO_AUDIBLE_CONTENT,
 })
 DROP_REASONS = frozenset({
-    TOO_SHORT, CLIPPING, ASR_ERROR, UNVERIFIED, ASR_DISAGREEMENT, EMPTY_TRANSCRIPT,
-    HALLUCINATION_REPETITION, HALLUCINATION_CHAR_RATE, HALLUCINATION_LONG_WORD,
+    TOO_SHORT, CLIPPING, LOW_SNR_SPEECH, ASR_ERROR, UNVERIFIED, ASR_DISAGREEMENT,
+    EMPTY_TRANSCRIPT, HALLUCINATION_REPETITION, HALLUCINATION_CHAR_RATE, HALLUCINATION_LONG_WORD,
     HALLUCINATION_LENGTH, CAPTION_ERROR, CAPTION_INVALID,
 })

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from schemas.captions import PROVENANCE_KEYS
 
-SCHEMA_VERSION = "8"  # 2: several ASR systems, agreement, hallucination flags;
+SCHEMA_VERSION = "9"  # 2: several ASR systems, agreement, hallucination flags;
                       # 3: signal measures, acoustic events, speakers; 4: captions;
                       # 5: audio_sha256 (exact duplicates across keys);
                       # 6: caption_provenance (measured / heard / inferred / unknown per field)
@@ -18,6 +18,8 @@ SCHEMA_VERSION = "8"  # 2: several ASR systems, agreement, hallucination flags;
                       #    levels on the source channels, source_out_of_range_samples
                       # 8: speaker gender from pitch per speaker; scene/environment from the
                       #    evidence; grounding check of descriptions (caption_grounding)
+                      # 9: drop_reason low_snr_speech; pitch of telephone-band speech from its
+                      #    envelope (operators/pitch.py)
 PIPELINE_RATE_HZ = 16000  # every stage sees mono float32 audio at this rate
 
 # --- columns shared by every row that flows through the DAG: which object it came from --------

@@ -206,6 +206,11 @@ def test_odd_recordings_are_annotated_with_the_oddity_measured(first_run):
     phone = files["odd/phone_band_44k.wav"]
     assert phone[0]["source_sample_rate"] == 44100
     assert all(3500 <= r["bandwidth_hz"] <= 4300 for r in phone)
+    noisy = files["odd/noisy_speech.flac"]
+    speech = [r for r in noisy if r["content_type"] == "speech"]
+    assert speech and all(r["snr_db"] < 15 for r in speech)
+    assert {r["drop_reason"] for r in speech} == {reasons.LOW_SNR_SPEECH}
+    assert all(r["asr_hypotheses"] is None for r in speech)  # dropped before ASR
     wide = [r["bandwidth_hz"] for name, rows in files.items()
             if name.startswith("librivox/") and name.endswith((".wav", ".flac")) for r in rows]
     assert wide and min(wide) > 6000

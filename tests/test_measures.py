@@ -1,6 +1,6 @@
 """Signal measures on a real clip: SNR and loudness move the right way with noise and gain,
 bandwidth is read at the native rate, pitch follows known tones and agrees with pYIN on a real
-reader, odd audio gives values (never exceptions), clipping drops."""
+reader, odd audio gives values (never exceptions), clipping and speech under noise drop."""
 import json
 from pathlib import Path
 
@@ -157,6 +157,25 @@ def test_rejected_rows_and_non_speech_pass(speech):
     rejected = table.set_column(table.schema.get_field_index("reject_reason"), "reject_reason",
                                 pa.array(["empty_object"]))
     assert MeasuresStage(MeasuresConfig())(rejected).to_pylist()[0]["snr_db"] is None
+
+
+def test_speech_under_noise_is_dropped_before_any_model(speech):
+    """The reader under white noise at 5 dB is speech nobody can transcribe reliably: dropped as
+    low_snr_speech with its measured SNR and the key in the detail; the clean reading, the same
+    noise on a sound segment and a gate set to null pass."""
+    rng = np.random.default_rng(3)
+    noise = rng.standard_normal(speech.size).astype(np.float32)
+    noisy = speech + noise * np.float32(np.sqrt(np.mean(speech ** 2) / 10 ** 0.5))
+    clean_out, noisy_out = MeasuresStage(MeasuresConfig())(_table([speech, noisy])).to_pylist()
+    assert clean_out["drop_reason"] is None and clean_out["snr_db"] > 20
+    assert noisy_out["drop_reason"] == reasons.LOW_SNR_SPEECH
+    assert noisy_out["drop_stage"] == "measures"
+    assert f"{noisy_out['snr_db']:.1f} dB SNR" in noisy_out["drop_detail"]
+    assert "measures.min_speech_snr_db" in noisy_out["drop_detail"]
+    sound = MeasuresStage(MeasuresConfig())(_table([noisy], content="sound")).to_pylist()[0]
+    assert sound["drop_reason"] is None
+    ungated = MeasuresStage(MeasuresConfig(min_speech_snr_db=None))(_table([noisy])).to_pylist()
+    assert ungated[0]["drop_reason"] is None
 
 
 def test_pitch_of_telephone_band_speech_is_its_voice_not_a_harmonic():
