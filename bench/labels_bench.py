@@ -316,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows and os.path.exists(args.rows):
         with open(args.rows, "rb") as f:                 # the same sets, transcribed before
             by_set, spent = pickle.load(f)
-    missing = [name for name in SETS if name not in by_set]
+    # a set whose clips changed since the file was written is transcribed again
+    missing = [name for name in SETS if [r["source_uri"] for r in by_set.get(name, [])]
+               != [f"eval://{c.name}" for c in sets[name]]]
     if missing:                                          # transcribe only the sets not kept
         new_rows, new_spent = transcribe_all(cfg, [c for n in missing for c in sets[n]])
         start = 0
