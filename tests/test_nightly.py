@@ -309,6 +309,7 @@ def test_lock_keeps_runs_apart_and_a_stale_lock_is_taken_over(store, capsys):
 
 
 # --- resume -----------------------------------------------------------------------------------
+@pytest.mark.faults
 def test_resume_after_sigterm_then_a_driver_kill_and_everything_stopped(
         store, clean, s3_server, ray_runtime, local_config, tmp_path, capsys):
     """Attempt 1 (`audioverse run`, one object per partition) gets SIGTERM once its first
@@ -399,6 +400,7 @@ def test_resume_after_sigterm_then_a_driver_kill_and_everything_stopped(
 
 
 # --- storage faults ---------------------------------------------------------------------------
+@pytest.mark.faults
 def test_transient_s3_faults_and_a_killed_worker(store, clean, s3_server, ray_runtime,
                                                local_config):
     """Through the fault proxy (every third request: 503 SlowDown, a reset before or after the
@@ -436,6 +438,7 @@ def test_transient_s3_faults_and_a_killed_worker(store, clean, s3_server, ray_ru
     same_as_clean(outputs(store, out, "p1"), clean)
 
 
+@pytest.mark.faults
 def test_s3_server_restarted_mid_run(store, clean, s3_server, ray_runtime, local_config):
     """SeaweedFS goes down for 3 s as soon as the run's Ray Data actors exist, while the read
     tasks fetch the objects, and comes back on the same endpoint; the run waits for it."""
