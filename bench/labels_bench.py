@@ -312,24 +312,22 @@ def main(argv: list[str] | None = None) -> int:
     audio_s = {name: sum(c.audio.size for c in sets[name]) / RATE for name in SETS}
     print("sets: " + ", ".join(f"{name} {len(sets[name])} clips ({audio_s[name]:.0f} s)"
                                  for name in SETS), flush=True)
-    by_set, spent = {}, {}
+    by_set, spent_by_set = {}, {}   # set -> rows; set -> {system: wall s spent on it}
     if args.rows and os.path.exists(args.rows):
         with open(args.rows, "rb") as f:                 # the same sets, transcribed before
-            by_set, spent = pickle.load(f)
+            by_set, spent_by_set = pickle.load(f)
     # a set whose clips changed since the file was written is transcribed again
     missing = [name for name in SETS if [r["source_uri"] for r in by_set.get(name, [])]
                != [f"eval://{c.name}" for c in sets[name]]]
-    if missing:                                          # transcribe only the sets not kept
-        new_rows, new_spent = transcribe_all(cfg, [c for n in missing for c in sets[n]])
-        start = 0
-        for name in missing:
-            by_set[name] = new_rows[start:start + len(sets[name])]
-            start += len(sets[name])
-        for system, seconds in new_spent.items():
+    for name in missing:                                 # one set at a time: its own timings
+        by_set[name], spent_by_set[name] = transcribe_all(cfg, sets[name])
+    if missing and args.rows:
+        with open(args.rows, "wb") as f:
+            pickle.dump((by_set, spent_by_set), f)
+    spent: dict[str, float] = {}
+    for name in SETS:
+        for system, seconds in spent_by_set.get(name, {}).items():
             spent[system] = spent.get(system, 0.0) + seconds
-        if args.rows:
-            with open(args.rows, "wb") as f:
-                pickle.dump((by_set, spent), f)
     from operators.measures import snr_db
     for name in SETS:                     # what the measures stage would have measured
         for clip, row in zip(sets[name], by_set[name]):
