@@ -39,6 +39,7 @@ import json
 import os
 import pickle
 import time
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -159,7 +160,8 @@ def apply_rule(cfg, rows: list[dict], rule: str, systems: list[str],
     measures.min_speech_snr_db is dropped first, as the measures stage does."""
     from operators.agreement import AgreementStage
     from operators.hallucination import HallucinationStage, check
-    from operators.measures import low_snr_speech
+    from operators.measures import MeasuresStage, low_snr_speech
+    from schemas import reasons
     from operators.transcripts import normalise
 
     subset = []
@@ -167,8 +169,9 @@ def apply_rule(cfg, rows: list[dict], rule: str, systems: list[str],
         hyps = [h for h in (row["asr_hypotheses"] or []) if h["system"] in systems]
         noisy = low_snr_speech(row, cfg.measures.min_speech_snr_db) if snr_gate else None
         subset.append({**row, "asr_hypotheses": hyps or None, "asr_voters": None,
-                       "drop_reason": "low_snr_speech" if noisy else None,
-                       "drop_stage": "measures" if noisy else None, "drop_detail": noisy})
+                       "drop_reason": reasons.LOW_SNR_SPEECH if noisy else None,
+                       "drop_stage": MeasuresStage.name if noisy else None,
+                       "drop_detail": noisy})
     if rule == "support":
         agreed = AgreementStage(**AgreementStage.config_kwargs(cfg, None))(
             pa.Table.from_pylist(subset))
@@ -203,56 +206,28 @@ def summarise(clips: list[Clip], rows: list[dict]) -> dict:
             "with_dissent": sum(1 for _, r in kept if r.get("asr_dissent"))}
 
 
-def sweep(cfg, sets, by_set, thresholds: list[float], result: dict) -> None:
-    """The support rule with the default systems at several thresholds, on the even clips of
-    each set (to choose on) and the odd ones (to report): a threshold is never judged on the
-    clips it was chosen on."""
-    from dataclasses import replace
-
-    systems = DEFAULT_SYSTEMS
-    print(f"\nagreement.threshold, support rule with {'+'.join(systems)}: kept share / WER of "
-          f"kept, on the even clips (choose) | the odd clips (report)")
-    print(f"{'threshold':<10}" + "".join(f"{name:>26}" for name in ENGLISH))
-    result["sweep"] = {}
-    for threshold in thresholds:
-        tuned = replace(cfg, agreement=replace(cfg.agreement, threshold=threshold))
+def split_sweep(title: str, column: str, variants: list[tuple[object, object]], sets, by_set,
+                set_names: tuple[str, ...], snr_gate: bool) -> dict:
+    """The support rule with the default systems under each (value, config) of `variants`, on
+    the even clips of each set (to choose on) and the odd ones (to report): a value is never
+    judged on the clips it was chosen on. Prints a table; returns {value: {set: [even, odd]}}."""
+    print(f"\n{title}, support rule with {'+'.join(DEFAULT_SYSTEMS)}: kept share / WER of kept, "
+          f"on the even clips (choose) | the odd clips (report)")
+    print(f"{column:<10}" + "".join(f"{name:>26}" for name in set_names))
+    result = {}
+    for value, tuned in variants:
         cells, out = [], {}
-        for name in ENGLISH:
-            halves = []
-            for parity in (0, 1):
-                clips = sets[name][parity::2]
-                rows = apply_rule(tuned, by_set[name][parity::2], "support", systems)
-                halves.append(summarise(clips, rows))
+        for name in set_names:
+            halves = [summarise(sets[name][parity::2],
+                                apply_rule(tuned, by_set[name][parity::2], "support",
+                                           DEFAULT_SYSTEMS, snr_gate))
+                      for parity in (0, 1)]
             out[name] = halves
             cells.append(" | ".join(f"{h['kept_share']:4.0%} {h['kept_wer']:5.3f}"
                                     for h in halves))
-        result["sweep"][threshold] = out
-        print(f"{threshold:<10}" + "".join(f"{c:>26}" for c in cells))
-
-
-def snr_sweep(cfg, sets, by_set, gates: list[float | None], result: dict) -> None:
-    """measures.min_speech_snr_db at several values, with the default systems and threshold,
-    chosen on the even clips of each set and reported on the odd ones, as `sweep` does."""
-    from dataclasses import replace
-
-    systems = DEFAULT_SYSTEMS
-    print(f"\nmeasures.min_speech_snr_db, support rule with {'+'.join(systems)}: kept share / "
-          f"WER of kept, on the even clips (choose) | the odd clips (report)")
-    print(f"{'gate dB':<10}" + "".join(f"{name:>26}" for name in SNR_SETS))
-    result["snr_sweep"] = {}
-    for gate in gates:
-        tuned = replace(cfg, measures=replace(cfg.measures, min_speech_snr_db=gate))
-        cells, out = [], {}
-        for name in SNR_SETS:
-            halves = []
-            for parity in (0, 1):
-                rows = apply_rule(tuned, by_set[name][parity::2], "support", systems, True)
-                halves.append(summarise(sets[name][parity::2], rows))
-            out[name] = halves
-            cells.append(" | ".join(f"{h['kept_share']:4.0%} {h['kept_wer']:5.3f}"
-                                    for h in halves))
-        result["snr_sweep"][str(gate)] = out
-        print(f"{str(gate):<10}" + "".join(f"{c:>26}" for c in cells))
+        result[str(value)] = out
+        print(f"{str(value):<10}" + "".join(f"{c:>26}" for c in cells))
+    return result
 
 
 def measures_time(clips: list[Clip]) -> dict[str, float]:
@@ -365,10 +340,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<42}" + "".join(f"{c:>22}" for c in cells))
 
     if args.thresholds:
-        sweep(cfg, sets, by_set, [float(t) for t in args.thresholds.split(",")], result)
+        thresholds = [float(t) for t in args.thresholds.split(",")]
+        result["sweep"] = split_sweep(
+            "agreement.threshold", "threshold",
+            [(t, replace(cfg, agreement=replace(cfg.agreement, threshold=t)))
+             for t in thresholds], sets, by_set, ENGLISH, snr_gate=False)
     if args.snr_gates:
-        snr_sweep(cfg, sets, by_set, [None if g == "none" else float(g)
-                                      for g in args.snr_gates.split(",")], result)
+        gates = [None if g == "none" else float(g) for g in args.snr_gates.split(",")]
+        result["snr_sweep"] = split_sweep(
+            "measures.min_speech_snr_db", "gate dB",
+            [(g, replace(cfg, measures=replace(cfg.measures, min_speech_snr_db=g)))
+             for g in gates], sets, by_set, SNR_SETS, snr_gate=True)
     result["measures_s"] = measures_time(sets["clean"])
     m = result["measures_s"]
     print(f"\nmeasures stage on the clean set ({audio_s['clean']:.0f} s of speech): WORLD pitch "
